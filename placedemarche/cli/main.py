@@ -1,0 +1,43 @@
+"""The `pm` command: thin click commands that parse options, call the core and render."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..core.errors import PlaceDeMarcheError
+
+
+class PmGroup(click.Group):
+    """Turns the core's user-facing errors into a one-line message and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PlaceDeMarcheError as exc:
+            from .render import err_console
+
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            from .render import err_console
+
+            err_console.print("[bold red]interrupted[/]")
+            sys.exit(130)
+
+
+@click.group(cls=PmGroup)
+@click.version_option(package_name="placedemarche")
+def cli():
+    """placedemarche: do products group by category on their text and images?"""
+    from .render import show_warnings_as_lines
+
+    show_warnings_as_lines()
+
+
+# Each command lives in its own module; importing them stays cheap (heavy imports are inside).
+from .plugin_cmds import list_extractors, list_reducers, plugins  # noqa: E402
+
+for _command in (list_extractors, list_reducers, plugins):
+    cli.add_command(_command)

@@ -1,0 +1,111 @@
+"""`pm list-extractors`, `pm list-reducers`, `pm plugins`: what is installed and usable."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+def _plugin_rows(kinds: tuple[str, ...]) -> list[dict]:
+    from ..core.plugins import available_plugins
+
+    rows = []
+    for kind in kinds:
+        for name, entry in sorted(available_plugins(kind).items()):
+            cls = entry.cls
+            missing = cls.missing_dependencies()
+            rows.append({
+                "name": name,
+                "kind": kind,
+                "aliases": list(cls.aliases),
+                "description": cls.description,
+                "provider": entry.provider,
+                "available": not missing,
+                "install": cls.install_hint() if missing else "",
+            })
+    return rows
+
+
+def _render_plugins(rows: list[dict], title: str) -> None:
+    from rich.table import Table
+
+    from .render import console
+
+    table = Table(title=title)
+    for column in ("name", "modality" if rows and rows[0]["kind"] != "reducer" else "kind",
+                   "description", "provider", "status"):
+        table.add_column(column)
+    for row in rows:
+        name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
+        status = "[green]available[/]" if row["available"] else f"[yellow]{row['install']}[/]"
+        table.add_row(name, row["kind"], row["description"], row["provider"], status)
+    console.print(table)
+    _print_failure_hint()
+
+
+def _print_failure_hint() -> None:
+    from ..core.plugins import plugin_failures
+    from .render import err_console
+
+    failures = plugin_failures()
+    if failures:
+        err_console.print(
+            f"[yellow]{len(failures)} plugin(s) failed to load:[/] "
+            + ", ".join(f.plugin for f in failures) + " (details: pm plugins)", highlight=False)
+
+
+@click.command("list-extractors")
+@click.option("--modality", type=click.Choice(["text", "image"]), help="Only this modality.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_extractors(modality, as_json):
+    """List text and image extractors, and what to install for unavailable ones."""
+    rows = _plugin_rows((modality,) if modality else ("text", "image"))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _render_plugins(rows, "Extractors")
+
+
+@click.command("list-reducers")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_reducers(as_json):
+    """List dimensionality reducers (PCA, SVD, t-SNE, ...)."""
+    rows = _plugin_rows(("reducer",))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _render_plugins(rows, "Reducers")
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins(as_json):
+    """List loaded plugin modules, the hooks they implement, and plugins that failed to load."""
+    from ..core.plugins import loaded_plugins, plugin_failures
+
+    loaded = loaded_plugins()
+    failures = plugin_failures()
+    if as_json:
+        click.echo(json.dumps({"loaded": loaded,
+                               "failed": [{"plugin": f.plugin, "error": f.error} for f in failures]},
+                              indent=2))
+        return
+    from rich.table import Table
+
+    from .render import console
+
+    table = Table(title="Plugins")
+    for column in ("plugin", "provider", "hooks"):
+        table.add_column(column)
+    for row in loaded:
+        provider = row["provider"] + (f" {row['version']}" if row["version"] else "")
+        table.add_row(row["name"], provider, ", ".join(row["hooks"]))
+    console.print(table)
+    if failures:
+        failed = Table(title="Failed to load", title_style="bold red")
+        failed.add_column("plugin")
+        failed.add_column("error")
+        for f in failures:
+            failed.add_row(f.plugin, f.error)
+        console.print(failed)

@@ -1,0 +1,1 @@
+"""The placedemarche core: plugin contract, catalogue, cache, evaluator, classifier."""

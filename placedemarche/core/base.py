@@ -1,0 +1,184 @@
+"""The abstract plugin classes: scikit-learn style extractors, reducers, and sources.
+
+scikit-learn itself is not imported here: ``import sklearn.base`` costs over a second
+(it pulls in scipy.stats and pandas), and listing plugins must stay instant. The classes
+below implement the estimator protocol scikit-learn relies on (``get_params``,
+``set_params``, ``fit`` returning self, ``fit_transform``, ``__sklearn_tags__``), so
+``clone``, ``Pipeline``, ``cross_val_score`` and grid search accept them unchanged.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from typing import Any, ClassVar, Iterable, Iterator, Sequence
+
+from .errors import MissingDependencyError, PluginConfigError
+
+
+class PluginBase:
+    """What every plugin class declares: a name, a description, and what it needs installed.
+
+    Subclasses set ``name`` (unique within their kind), ``description`` (one line),
+    ``requires`` (importable module names, checked without importing them) and ``extra``
+    (the ``placedemarche[...]`` pip extra that provides them). Configuration is passed to
+    ``__init__`` as keyword arguments with defaults and stored under the same names.
+    """
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
+
+    # -- availability, without importing anything heavy -------------------------------
+    @classmethod
+    def missing_dependencies(cls) -> list[str]:
+        missing = []
+        for module in cls.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                missing.append(module)
+        return missing
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return not cls.missing_dependencies()
+
+    @classmethod
+    def install_hint(cls) -> str:
+        if cls.extra:
+            return f'pip install "placedemarche[{cls.extra}]"'
+        return "pip install " + " ".join(cls.missing_dependencies())
+
+    @classmethod
+    def require(cls) -> None:
+        """Raise a MissingDependencyError naming the pip extra if a dependency is missing."""
+        missing = cls.missing_dependencies()
+        if missing:
+            raise MissingDependencyError(
+                f"plugin '{cls.name}' needs {', '.join(missing)}: {cls.install_hint()}"
+            )
+
+    # -- the scikit-learn estimator protocol ---------------------------------------------
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        init = cls.__init__
+        if init is object.__init__:
+            return []
+        params = inspect.signature(init).parameters.values()
+        return sorted(
+            p.name
+            for p in params
+            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        )
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any):
+        valid = self._get_param_names()
+        for key, value in params.items():
+            if key not in valid:
+                raise PluginConfigError(
+                    f"plugin '{self.name}' has no parameter '{key}'; "
+                    f"valid parameters: {', '.join(valid) or '(none)'}"
+                )
+            setattr(self, key, value)
+        return self
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import Tags, TargetTags, TransformerTags
+
+        return Tags(
+            estimator_type=None,
+            target_tags=TargetTags(required=False),
+            transformer_tags=TransformerTags(),
+        )
+
+    def __repr__(self) -> str:
+        defaults = {
+            p.name: p.default
+            for p in inspect.signature(type(self).__init__).parameters.values()
+            if p.default is not p.empty
+        }
+        changed = [
+            f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k, object()) != v
+        ]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    @classmethod
+    def create(cls, **params: Any):
+        """Instantiate with a clear error for unknown parameters (used by name lookups)."""
+        valid = cls._get_param_names()
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise PluginConfigError(
+                f"plugin '{cls.name}' has no parameter {', '.join(map(repr, unknown))}; "
+                f"valid parameters: {', '.join(valid) or '(none)'}"
+            )
+        return cls(**params)
+
+
+class _Transformer(PluginBase):
+    """fit / transform / fit_transform, scikit-learn style."""
+
+    #: True when ``fit`` learns from the data (a vocabulary, visual words, word vectors):
+    #: such extractors must be fitted on training folds only.
+    learns_from_data: ClassVar[bool] = False
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fit_transform(self, X, y=None):
+        return self.fit(X, y).transform(X)
+
+
+class TextExtractor(_Transformer):
+    """Turns a sequence of texts into a feature matrix ``(n_texts, n_features)``.
+
+    ``transform`` returns a numpy array or a scipy sparse matrix.
+    """
+
+    kind = "text"
+
+
+class ImageExtractor(_Transformer):
+    """Turns a sequence of image paths into a feature matrix ``(n_images, n_features)``.
+
+    Implementations raise :class:`~placedemarche.core.errors.ImageReadError` naming the
+    file when an image cannot be decoded.
+    """
+
+    kind = "image"
+
+
+class Reducer(_Transformer):
+    """Reduces a feature matrix to ``n_components`` columns (PCA, SVD, t-SNE, ...).
+
+    Reducers that cannot transform new points (t-SNE) set ``can_transform = False`` and
+    are only used through ``fit_transform``.
+    """
+
+    kind = "reducer"
+    can_transform: ClassVar[bool] = True
+
+
+class Source(PluginBase):
+    """Yields product records for a query, page by page; never writes files.
+
+    ``pages(query, limit)`` yields lists of dicts. ``columns`` maps each of the study's
+    output columns to the record key that fills it.
+    """
+
+    kind = "source"
+
+    def pages(self, query: str, limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        raise NotImplementedError  # pragma: no cover - abstract

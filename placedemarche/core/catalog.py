@@ -1,0 +1,307 @@
+"""Catalog, the one product table that flows everywhere, and its CSV loaders and checks."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+from .errors import CatalogError
+
+TextField = Literal["name", "description", "both"]
+TEXT_FIELDS: tuple[str, ...] = ("name", "description", "both")
+
+#: Columns looked for, in order, when a generic CSV does not name them.
+COLUMN_CANDIDATES = {
+    "id": ("uniq_id", "id", "foodId", "code"),
+    "name": ("product_name", "name", "label"),
+    "description": ("description", "foodContentsLabel", "ingredients_text"),
+    "image": ("image", "image_path", "image_url"),
+    "label": ("category", "product_category_tree", "label_true", "true_category"),
+}
+
+FLIPKART_CSV = "flipkart_com-ecommerce_sample_1050.csv"
+IMAGE_DIR_NAMES = ("images", "Images")
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A row that cannot be used as it is: its id, its 1-based CSV line, and why."""
+
+    row_id: str
+    line: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"row {self.row_id} (line {self.line}): {self.problem}"
+
+
+@dataclass
+class Catalog:
+    """Products: ids, texts, image paths and (when known) their true category.
+
+    Every list has one entry per product. ``image_paths`` holds ``None`` where a product
+    has no image; ``labels`` is ``None`` for an unlabelled catalogue. ``dropped`` lists the
+    rows that validation removed, so reports can say how many and which.
+    """
+
+    ids: list[str]
+    names: list[str]
+    descriptions: list[str]
+    image_paths: list[Path | None]
+    labels: list[str] | None = None
+    source: str = ""
+    lines: list[int] = field(default_factory=list)
+    dropped: list[RowProblem] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        columns = {"names": self.names, "descriptions": self.descriptions,
+                   "image_paths": self.image_paths}
+        if self.labels is not None:
+            columns["labels"] = self.labels
+        for attr, values in columns.items():
+            if len(values) != n:
+                raise CatalogError(f"catalogue has {n} ids but {len(values)} {attr}")
+        if not self.lines:
+            self.lines = list(range(2, n + 2))
+        if len(set(self.ids)) != n:
+            seen, dupes = set(), []
+            for i in self.ids:
+                if i in seen:
+                    dupes.append(i)
+                seen.add(i)
+            raise CatalogError(
+                f"{self.source or 'catalogue'}: duplicate product ids {', '.join(dupes[:5])}"
+                " - ids must be unique"
+            )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def categories(self) -> list[str]:
+        if self.labels is None:
+            return []
+        return sorted(set(self.labels))
+
+    def texts(self, text_field: TextField = "both") -> list[str]:
+        """The text of each product: its name, its description, or both joined."""
+        if text_field == "name":
+            return list(self.names)
+        if text_field == "description":
+            return list(self.descriptions)
+        if text_field == "both":
+            return [f"{n}. {d}" if n and d else (n or d) for n, d in zip(self.names, self.descriptions)]
+        raise CatalogError(f"unknown text field '{text_field}': use one of {', '.join(TEXT_FIELDS)}")
+
+    def subset(self, indices: Iterable[int]) -> "Catalog":
+        idx = list(indices)
+        return replace(
+            self,
+            ids=[self.ids[i] for i in idx],
+            names=[self.names[i] for i in idx],
+            descriptions=[self.descriptions[i] for i in idx],
+            image_paths=[self.image_paths[i] for i in idx],
+            labels=None if self.labels is None else [self.labels[i] for i in idx],
+            lines=[self.lines[i] for i in idx],
+            dropped=list(self.dropped),
+        )
+
+    # -- validation -------------------------------------------------------------------
+    def problems(self, *, text: TextField | None = "both", image: bool = True,
+                 labels: bool = False, check_decode: bool = True) -> list[RowProblem]:
+        """Rows unusable for the given needs: empty text, missing/unreadable image, no label."""
+        found: list[RowProblem] = []
+        texts = self.texts(text) if text else None
+        for i, row_id in enumerate(self.ids):
+            line = self.lines[i]
+            if texts is not None and not texts[i].strip():
+                what = {"both": "name and description", "name": "name", "description": "description"}[text]
+                found.append(RowProblem(row_id, line, f"empty {what}"))
+            if image:
+                problem = image_problem(self.image_paths[i], check_decode=check_decode)
+                if problem:
+                    found.append(RowProblem(row_id, line, problem))
+            if labels and (self.labels is None or not self.labels[i].strip()):
+                found.append(RowProblem(row_id, line, "no category"))
+        return found
+
+    def validated(self, *, text: TextField | None = "both", image: bool = True,
+                  labels: bool = False, on_missing: Literal["drop", "fail"] = "drop",
+                  check_decode: bool = True) -> "Catalog":
+        """Return the catalogue without unusable rows, or raise listing them ('fail')."""
+        if on_missing not in ("drop", "fail"):
+            raise CatalogError(f"unknown on_missing policy '{on_missing}': use drop or fail")
+        found = self.problems(text=text, image=image, labels=labels, check_decode=check_decode)
+        if not found:
+            return self
+        if on_missing == "fail":
+            listed = "; ".join(str(p) for p in found[:5])
+            more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+            raise CatalogError(
+                f"{self.source or 'catalogue'}: {len(found)} unusable row(s): {listed}{more}"
+                " - fix them or use --on-missing drop"
+            )
+        bad = {p.row_id for p in found}
+        kept = self.subset(i for i, row_id in enumerate(self.ids) if row_id not in bad)
+        kept.dropped = list(self.dropped) + found
+        if not kept.ids:
+            raise CatalogError(f"{self.source or 'catalogue'}: no usable row left after dropping {len(bad)}")
+        return kept
+
+
+def image_problem(path: Path | None, *, check_decode: bool = True) -> str | None:
+    """Why an image cannot be used, or None. Decoding is checked from the file's structure."""
+    if path is None:
+        return "no image given"
+    if not path.is_file():
+        return f"image file not found: {path}"
+    if path.stat().st_size == 0:
+        return f"image file is empty: {path}"
+    if check_decode:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                im.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            return f"image file cannot be decoded ({type(exc).__name__}): {path}"
+    return None
+
+
+# -- loading ---------------------------------------------------------------------------
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise CatalogError(f"cannot open catalogue {path}: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            reader = csv.DictReader(handle)
+            header = list(reader.fieldnames or [])
+            rows = [(reader.line_num, row) for row in reader]
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise CatalogError(f"{path}: not a readable UTF-8 CSV file ({exc})") from None
+    if not header:
+        raise CatalogError(f"{path}: empty file, expected a CSV with a header row")
+    return header, rows
+
+
+def find_catalog_csv(path: str | os.PathLike) -> Path:
+    """Resolve a catalogue argument: a CSV file, or a directory holding one (Flipkart layout)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    if p.is_dir():
+        for candidate in (p / FLIPKART_CSV, p / "flipkart" / FLIPKART_CSV, p / "Flipkart" / FLIPKART_CSV):
+            if candidate.is_file():
+                return candidate
+        csvs = sorted(p.glob("*.csv"))
+        if len(csvs) == 1:
+            return csvs[0]
+        if len(csvs) > 1:
+            raise CatalogError(
+                f"{p} holds {len(csvs)} CSV files ({', '.join(c.name for c in csvs[:4])}...):"
+                " pass the one to use"
+            )
+        raise CatalogError(f"no catalogue CSV in {p}: pass a CSV file or a directory holding one")
+    raise CatalogError(f"catalogue not found: {p}")
+
+
+def _default_image_dir(csv_path: Path) -> Path:
+    for name in IMAGE_DIR_NAMES:
+        if (csv_path.parent / name).is_dir():
+            return csv_path.parent / name
+    return csv_path.parent
+
+
+def flipkart_category(tree: str) -> str:
+    """First level of a Flipkart ``product_category_tree`` such as '["A >> B >> C"]'."""
+    text = tree.strip().removeprefix("[").removesuffix("]").strip().strip('"').strip()
+    return text.split(">>")[0].strip()
+
+
+def _pick(header: list[str], role: str, given: str | None, path: Path, required: bool) -> str | None:
+    if given is not None:
+        if given not in header:
+            raise CatalogError(
+                f"{path}: no column '{given}' for the {role}; columns are: {', '.join(header)}"
+            )
+        return given
+    for candidate in COLUMN_CANDIDATES[role]:
+        if candidate in header:
+            return candidate
+    if required:
+        raise CatalogError(
+            f"{path}: no {role} column (looked for {', '.join(COLUMN_CANDIDATES[role])});"
+            f" name it with --{role}-column. Columns are: {', '.join(header)}"
+        )
+    return None
+
+
+def load_catalog(
+    path: str | os.PathLike,
+    *,
+    id_column: str | None = None,
+    name_column: str | None = None,
+    description_column: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    image_dir: str | os.PathLike | None = None,
+    require_labels: bool = False,
+) -> Catalog:
+    """Load a catalogue CSV: the Flipkart sample or any CSV with id/text/image/label columns.
+
+    Columns not named are looked for among :data:`COLUMN_CANDIDATES`. A
+    ``product_category_tree`` label column is reduced to its first level. Relative image
+    paths are resolved against ``image_dir`` (default: an ``images/`` or ``Images/``
+    directory beside the CSV). Nothing is dropped here: see :meth:`Catalog.validated`.
+
+    Usage::
+
+        catalog = load_catalog("shared/data/flipkart").validated(on_missing="drop")
+    """
+    csv_path = find_catalog_csv(path)
+    header, rows = _read_csv(csv_path)
+    id_col = _pick(header, "id", id_column, csv_path, required=False)
+    name_col = _pick(header, "name", name_column, csv_path, required=False)
+    desc_col = _pick(header, "description", description_column, csv_path, required=False)
+    image_col = _pick(header, "image", image_column, csv_path, required=False)
+    label_col = _pick(header, "label", label_column, csv_path, required=require_labels)
+    if name_col is None and desc_col is None and image_col is None:
+        raise CatalogError(
+            f"{csv_path}: no text or image column found (looked for "
+            f"{', '.join(COLUMN_CANDIDATES['name'] + COLUMN_CANDIDATES['description'] + COLUMN_CANDIDATES['image'])});"
+            f" columns are: {', '.join(header)}"
+        )
+    images_root = Path(image_dir).expanduser() if image_dir else _default_image_dir(csv_path)
+    if image_dir and not images_root.is_dir():
+        raise CatalogError(f"image directory not found: {images_root}")
+
+    ids, names, descs, images, labels, lines = [], [], [], [], [], []
+    for number, (line, row) in enumerate(rows, start=1):
+        ids.append((row.get(id_col) or "").strip() if id_col else str(number))
+        if id_col and not ids[-1]:
+            ids[-1] = f"line{line}"
+        names.append((row.get(name_col) or "").strip() if name_col else "")
+        descs.append((row.get(desc_col) or "").strip() if desc_col else "")
+        raw_image = (row.get(image_col) or "").strip() if image_col else ""
+        images.append(_resolve_image(raw_image, images_root) if raw_image else None)
+        if label_col:
+            value = row.get(label_col) or ""
+            labels.append(flipkart_category(value) if label_col == "product_category_tree" else value.strip())
+        lines.append(line)
+    return Catalog(
+        ids=ids, names=names, descriptions=descs, image_paths=images,
+        labels=labels if label_col else None, source=str(csv_path), lines=lines,
+    )
+
+
+def _resolve_image(value: str, root: Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else root / p

@@ -1,0 +1,72 @@
+"""Progress reporting from the core to whoever displays it, without the core printing.
+
+The CLI installs a reporter with :func:`reporting`; core code and plugins open tasks with
+:func:`task` and advance them. Without a reporter every call is a no-op, so library use
+stays silent.
+
+Usage::
+
+    with task("tfidf: vectorising", total=len(texts)) as t:
+        for batch in batches:
+            ...
+            t.advance(len(batch))
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterable, Iterator, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Reporter(Protocol):
+    def start(self, description: str, total: float | None) -> object: ...
+    def advance(self, handle: object, amount: float) -> None: ...
+    def stop(self, handle: object) -> None: ...
+
+
+_reporter: ContextVar[Reporter | None] = ContextVar("placedemarche_reporter", default=None)
+
+
+class Task:
+    def __init__(self, reporter: Reporter | None, handle: object):
+        self._reporter = reporter
+        self._handle = handle
+
+    def advance(self, amount: float = 1) -> None:
+        if self._reporter is not None:
+            self._reporter.advance(self._handle, amount)
+
+
+@contextmanager
+def task(description: str, total: float | None = None) -> Iterator[Task]:
+    """Open a progress task; it is closed (and hidden) when the block ends."""
+    reporter = _reporter.get()
+    handle = reporter.start(description, total) if reporter is not None else None
+    try:
+        yield Task(reporter, handle)
+    finally:
+        if reporter is not None:
+            reporter.stop(handle)
+
+
+def track(items: Iterable[T], description: str, total: float | None = None) -> Iterator[T]:
+    """Iterate over ``items``, advancing a progress task by one per item."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with task(description, total) as t:
+        for item in items:
+            yield item
+            t.advance(1)
+
+
+@contextmanager
+def reporting(reporter: Reporter | None) -> Iterator[None]:
+    """Send progress of the enclosed core calls to ``reporter``."""
+    token = _reporter.set(reporter)
+    try:
+        yield
+    finally:
+        _reporter.reset(token)
