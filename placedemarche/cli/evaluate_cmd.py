@@ -1,0 +1,109 @@
+"""`pm evaluate`: cluster products on text, image and fused features, and score the clusters."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from .options import catalog_options, load_catalog_from_options
+
+
+@click.command("evaluate")
+@click.option("--text", "text", multiple=True, metavar="SPEC",
+              help="Text extractor, e.g. tfidf or 'tfidf:max_df=0.5' (repeatable).")
+@click.option("--image", "image", multiple=True, metavar="SPEC",
+              help="Image extractor, e.g. sift or 'mobilenet:alpha=0.75' (repeatable).")
+@click.option("--text-field", type=click.Choice(["name", "description", "both"]), default="both",
+              show_default=True, help="Which product text the text extractors read.")
+@click.option("--reducer", default="pca:n_components=100", show_default=True, metavar="SPEC",
+              help="Reducer for the 'reduced' space and before t-SNE (see pm list-reducers).")
+@click.option("--cluster-on", type=click.Choice(["raw", "reduced", "tsne"]), multiple=True,
+              help="Space(s) KMeans clusters in (repeatable; default: all three).")
+@click.option("--clusters", type=click.IntRange(min=2), help="Number of clusters (default: number of categories).")
+@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Number of seeds (KMeans and t-SNE); scores are mean ± sd over them.")
+@click.option("--text-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Share of the text block in text × image fusion.")
+@click.option("--scale", type=click.Choice(["l2", "standard", "none"]), default="l2", show_default=True,
+              help="Row scaling of dense features (sparse ones are always L2-normalised).")
+@click.option("--perplexity", type=float, default=30.0, show_default=True, help="t-SNE perplexity.")
+@click.option("--no-fuse", is_flag=True, help="Do not evaluate text × image combinations.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output directory (default: pm-results/evaluate-<time>).")
+@click.option("--no-cache", is_flag=True, help="Recompute features instead of using the cache.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@catalog_options
+def evaluate(text, image, text_field, reducer, cluster_on, clusters, seeds, text_weight, scale, perplexity,
+             no_fuse, out, no_cache, no_progress, **catalog_kwargs):
+    """Do products of one category group together? Cluster and score feature combinations.
+
+    Runs every --text and --image extractor alone and every text × image pair, clusters with
+    KMeans in the raw, reduced and t-SNE spaces, and writes results.json, results.csv and PNG
+    plots (2-D maps, confusion matrices, ARI bar chart) to --out.
+
+    \b
+    Example:
+      pm evaluate --text tfidf --text bow --image sift
+    """
+    from ..core.cache import FeatureCache
+    from ..core.errors import PlaceDeMarcheError
+    from ..core.evaluate import EvaluationConfig, evaluate_combinations
+    from .render import console, err_console, progress_bars
+
+    if not text and not image:
+        raise PlaceDeMarcheError("nothing to evaluate: give --text and/or --image (see pm list-extractors)")
+    config = EvaluationConfig(
+        reducer=reducer, cluster_on=tuple(cluster_on) or ("raw", "reduced", "tsne"),
+        n_clusters=clusters, seeds=tuple(range(seeds)), text_field=text_field, scale=scale,
+        text_weight=text_weight, perplexity=perplexity,
+    )
+    config.check()
+    catalog = load_catalog_from_options({**catalog_kwargs, "text_field": text_field},
+                                        text=bool(text), image=bool(image), labels=True)
+    out_dir = Path(out) if out else Path("pm-results") / time.strftime("evaluate-%Y%m%d-%H%M%S")
+    if catalog.dropped:
+        err_console.print(f"[yellow]dropped {len(catalog.dropped)} product(s):[/] "
+                          + "; ".join(str(p) for p in catalog.dropped[:3])
+                          + (" ..." if len(catalog.dropped) > 3 else ""), highlight=False)
+    cache = None if no_cache else FeatureCache()
+    with progress_bars(not no_progress):
+        report = evaluate_combinations(catalog, text, image, config=config, cache=cache,
+                                       fuse=not no_fuse, out=out_dir)
+    console.print(results_table(report))
+    console.print(
+        f"{len(catalog)} products, {len(report.categories)} categories, text field "
+        f"'{config.text_field}', {len(config.seeds)} seed(s); "
+        f"{len(catalog.dropped)} dropped.", highlight=False)
+    console.print(f"Results: {out_dir / 'results.json'}, {out_dir / 'results.csv'}; "
+                  f"plots in {out_dir}/", highlight=False)
+
+
+def _ms(run, metric, space):
+    if space not in run.spaces:
+        return "-"
+    mean, sd = run.mean(metric, space), run.sd(metric, space)
+    return "-" if mean != mean else f"{mean:.3f} ± {sd:.3f}"
+
+
+def results_table(report):
+    from rich.table import Table
+
+    spaces = list(report.config.cluster_on)
+    main = "tsne" if "tsne" in spaces else spaces[0]
+    table = Table(title=f"Clustering vs true categories (ranked by ARI on {main})")
+    table.add_column("#", justify="right")
+    table.add_column("features")
+    for space in spaces:
+        table.add_column(f"ARI {space}", justify="right")
+    for column in ("NMI", "silhouette", "matched acc"):
+        table.add_column(f"{column} ({main})", justify="right")
+    table.add_column("features s", justify="right")
+    for rank, run in enumerate(report.runs, start=1):
+        feats = ", ".join(f"{v['seconds']:.1f}" + (" (cached)" if v["cached"] else "")
+                          for v in run.features.values())
+        table.add_row(str(rank), run.name, *[_ms(run, "ari", s) for s in spaces],
+                      _ms(run, "nmi", main), _ms(run, "silhouette", main),
+                      _ms(run, "matched_accuracy", main), feats)
+    return table

@@ -1,0 +1,353 @@
+"""The generic evaluator: do products of one category cluster together on these features?
+
+For every text extractor, every image extractor and every text x image pair asked for, it
+builds the feature space, reduces it, clusters it with KMeans (k = number of categories by
+default) in each requested space (``raw``, ``reduced``, ``tsne``), and scores the clusters
+against the true categories over several seeds (mean and standard deviation).
+
+Usage::
+
+    from placedemarche.core.catalog import load_catalog
+    from placedemarche.core.evaluate import EvaluationConfig, evaluate_combinations
+
+    catalog = load_catalog("shared/data/flipkart").validated(image=False)
+    report = evaluate_combinations(catalog, text=["tfidf"], config=EvaluationConfig(seeds=(0, 1)))
+    print(report.runs[0].name, report.runs[0].mean("ari"))
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from .cache import FeatureCache
+from .catalog import Catalog, TextField
+from .errors import PlaceDeMarcheError
+from .features import Features, extract_features, extractor_inputs
+from .metrics import METRICS, matched_confusion, score_clustering
+from .plugins import create_plugin
+from .progress import task
+
+Space = Literal["raw", "reduced", "tsne"]
+SPACES: tuple[str, ...] = ("raw", "reduced", "tsne")
+SCALINGS = ("l2", "standard", "none")
+
+
+@dataclass
+class EvaluationConfig:
+    """Settings of an evaluation, fixed before looking at any score.
+
+    Attributes:
+        reducer: reducer spec for the ``reduced`` space (e.g. ``"pca:n_components=100"``).
+            Sparse features are reduced with a truncated SVD whatever the reducer (a PCA
+            would densify them; standard-scaling them destroys the clustering).
+        cluster_on: spaces in which KMeans runs: raw features, reduced, t-SNE 2-D.
+        n_clusters: number of clusters (default: number of categories).
+        seeds: KMeans and t-SNE seeds; scores are mean +- sd over them.
+        text_field: which text the text extractors read: name, description or both.
+        scale: row scaling of dense features before reduction: l2, standard or none.
+            With l2, reduced rows are L2-normalised again (cosine geometry, as in LSA).
+        text_weight: share of the text block in a text x image fusion (0..1).
+        perplexity: t-SNE perplexity (fixed beforehand, never tuned on the labels).
+    """
+
+    reducer: str = "pca:n_components=100"
+    cluster_on: tuple[str, ...] = ("raw", "reduced", "tsne")
+    n_clusters: int | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
+    text_field: TextField = "both"
+    scale: str = "l2"
+    text_weight: float = 0.5
+    perplexity: float = 30.0
+
+    def check(self) -> None:
+        bad = [s for s in self.cluster_on if s not in SPACES]
+        if bad or not self.cluster_on:
+            raise PlaceDeMarcheError(f"unknown clustering space {bad}: use {', '.join(SPACES)}")
+        if self.scale not in SCALINGS:
+            raise PlaceDeMarcheError(f"unknown scaling '{self.scale}': use {', '.join(SCALINGS)}")
+        if not 0.0 <= self.text_weight <= 1.0:
+            raise PlaceDeMarcheError(f"text weight must be between 0 and 1, got {self.text_weight}")
+        if not self.seeds:
+            raise PlaceDeMarcheError("at least one seed is needed")
+        if self.n_clusters is not None and self.n_clusters < 2:
+            raise PlaceDeMarcheError(f"need at least 2 clusters, got {self.n_clusters}")
+
+
+@dataclass
+class SpaceResult:
+    """Scores of one feature combination clustered in one space, over all seeds."""
+
+    space: str
+    dims: int
+    per_seed: list[dict[str, float]]
+    confusion: list[list[int]]  # seed 0, true category x matched cluster
+
+    def mean(self, metric: str) -> float:
+        values = [s[metric] for s in self.per_seed if not math.isnan(s[metric])]
+        return float(np.mean(values)) if values else float("nan")
+
+    def sd(self, metric: str) -> float:
+        values = [s[metric] for s in self.per_seed if not math.isnan(s[metric])]
+        return float(np.std(values)) if values else float("nan")
+
+
+@dataclass
+class RunResult:
+    """One feature combination (text only, image only, or text x image)."""
+
+    name: str
+    text: str | None
+    image: str | None
+    spaces: dict[str, SpaceResult]
+    seconds: float
+    features: dict[str, dict[str, Any]] = field(default_factory=dict)
+    map_xy: np.ndarray | None = None  # seed-0 t-SNE map, for plots
+    map_clusters: np.ndarray | None = None
+    plots: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def main_space(self) -> str:
+        return "tsne" if "tsne" in self.spaces else next(iter(self.spaces))
+
+    def mean(self, metric: str, space: str | None = None) -> float:
+        return self.spaces[space or self.main_space].mean(metric)
+
+    def sd(self, metric: str, space: str | None = None) -> float:
+        return self.spaces[space or self.main_space].sd(metric)
+
+
+@dataclass
+class EvaluationReport:
+    runs: list[RunResult]
+    config: EvaluationConfig
+    categories: list[str]
+    catalog: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": {**asdict(self.config), "cluster_on": list(self.config.cluster_on),
+                       "seeds": list(self.config.seeds)},
+            "catalog": self.catalog,
+            "categories": self.categories,
+            "runs": [
+                {
+                    "name": run.name,
+                    "text": run.text,
+                    "image": run.image,
+                    "seconds": round(run.seconds, 3),
+                    "features": run.features,
+                    "plots": run.plots,
+                    "spaces": {
+                        space: {
+                            "dims": res.dims,
+                            **{f"{m}_mean": _round(res.mean(m)) for m in METRICS},
+                            **{f"{m}_sd": _round(res.sd(m)) for m in METRICS},
+                            "per_seed": [{"seed": seed, **{k: _round(v) for k, v in s.items()}}
+                                         for seed, s in zip(self.config.seeds, res.per_seed)],
+                            "confusion_matrix": res.confusion,
+                        }
+                        for space, res in run.spaces.items()
+                    },
+                }
+                for run in self.runs
+            ],
+        }
+
+
+def _round(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else round(float(value), 4)
+
+
+# -- building the feature spaces ---------------------------------------------------------
+def _scale_rows(X, scale: str):
+    """Row-scale features; sparse input is always L2-normalised, never standard-scaled."""
+    import scipy.sparse
+    from sklearn.preprocessing import StandardScaler, normalize
+
+    if scipy.sparse.issparse(X):
+        return normalize(X.tocsr().astype(np.float32))
+    X = np.asarray(X, dtype=np.float32)
+    if scale == "l2":
+        return normalize(X)
+    if scale == "standard":
+        return StandardScaler().fit_transform(X)
+    return X
+
+
+def _reduce(X, reducer_spec: str):
+    import scipy.sparse
+
+    name = reducer_spec.partition(":")[0]
+    if scipy.sparse.issparse(X) and name not in ("svd", "lsa", "pca"):
+        # Only linear reducers that accept sparse input see sparse input.
+        X = _reduce(X, "svd:n_components=100")
+    reducer = create_plugin("reducer", reducer_spec)
+    return np.asarray(reducer.fit_transform(X), dtype=np.float32)
+
+
+def _unit_block(X) -> Any:
+    """Scale a block so its mean squared row norm is 1: blocks of any width weigh alike."""
+    import scipy.sparse
+
+    if scipy.sparse.issparse(X):
+        norm = math.sqrt(X.multiply(X).sum() / X.shape[0])
+    else:
+        norm = math.sqrt(float(np.mean(np.sum(np.square(X), axis=1))))
+    return X / norm if norm > 0 else X
+
+
+def _fuse(blocks: Sequence[Any], weights: Sequence[float]):
+    import scipy.sparse
+
+    scaled = [_unit_block(b) * math.sqrt(w) for b, w in zip(blocks, weights)]
+    if any(scipy.sparse.issparse(b) for b in scaled):
+        return scipy.sparse.hstack([scipy.sparse.csr_matrix(b) for b in scaled]).tocsr()
+    return np.hstack(scaled).astype(np.float32)
+
+
+def _tsne(X, seed: int, perplexity: float) -> np.ndarray:
+    reducer = create_plugin("reducer", "tsne", perplexity=perplexity, random_state=seed)
+    return np.asarray(reducer.fit_transform(X), dtype=np.float32)
+
+
+def _kmeans(X, k: int, seed: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(X)
+
+
+# -- the evaluator ----------------------------------------------------------------------
+def evaluate_combinations(
+    catalog: Catalog,
+    text: Sequence[str] = (),
+    image: Sequence[str] = (),
+    *,
+    config: EvaluationConfig | None = None,
+    cache: FeatureCache | None = None,
+    fuse: bool = True,
+    out: str | Path | None = None,
+) -> EvaluationReport:
+    """Cluster and score every text, image and (if ``fuse``) text x image combination.
+
+    ``text`` and ``image`` are plugin specs (``"tfidf"``, ``"mobilenet:alpha=0.75"``). The
+    catalogue must be labelled and already validated for the modalities asked. When ``out``
+    is given, results.json, results.csv and PNG plots are written there.
+    """
+    config = config or EvaluationConfig()
+    config.check()
+    if not text and not image:
+        raise PlaceDeMarcheError("nothing to evaluate: give at least one text or image extractor")
+    if catalog.labels is None:
+        raise PlaceDeMarcheError(f"{catalog.source or 'catalogue'} has no category column: "
+                                 "the evaluation needs the true categories")
+    categories = catalog.categories
+    if len(categories) < 2:
+        raise PlaceDeMarcheError(f"the catalogue has {len(categories)} category; need at least 2")
+    index = {c: i for i, c in enumerate(categories)}
+    y = np.array([index[label] for label in catalog.labels])
+    k = config.n_clusters or len(categories)
+    if k >= len(catalog):
+        raise PlaceDeMarcheError(f"{k} clusters for {len(catalog)} products: need more products")
+
+    features: dict[tuple[str, str], Features] = {}
+    for kind, specs in (("text", text), ("image", image)):
+        for spec in specs:
+            extractor = create_plugin(kind, spec)
+            items = extractor_inputs(extractor, catalog, config.text_field)
+            features[(kind, spec)] = extract_features(extractor, items, cache=cache)
+
+    combos: list[tuple[str | None, str | None]] = [(t, None) for t in text] + [(None, i) for i in image]
+    if fuse:
+        combos += [(t, i) for t in text for i in image]
+
+    runs = []
+    with task("clustering", total=len(combos) * len(config.seeds)) as progress:
+        for text_spec, image_spec in combos:
+            runs.append(_evaluate_one(text_spec, image_spec, features, y, k, config, progress))
+    runs.sort(key=lambda r: (-_nan_low(r.mean("ari")), r.name))
+
+    report = EvaluationReport(
+        runs=runs, config=config, categories=categories,
+        catalog={"source": catalog.source, "products": len(catalog),
+                 "text_field": config.text_field,
+                 "dropped": len(catalog.dropped),
+                 "dropped_rows": [{"id": p.row_id, "line": p.line, "problem": p.problem}
+                                  for p in catalog.dropped]},
+    )
+    if out is not None:
+        from .report import write_evaluation_report
+
+        write_evaluation_report(report, Path(out), catalog)
+    return report
+
+
+def _nan_low(value: float) -> float:
+    return -1.0 if math.isnan(value) else value
+
+
+def _evaluate_one(text_spec, image_spec, features, y, k, config: EvaluationConfig, progress) -> RunResult:
+    started = time.perf_counter()
+    parts = [("text", text_spec), ("image", image_spec)]
+    used = [(kind, spec) for kind, spec in parts if spec is not None]
+    name = " + ".join(spec for _, spec in used)
+    weights = {"text": config.text_weight, "image": 1.0 - config.text_weight} if len(used) > 1 \
+        else {used[0][0]: 1.0}
+
+    raw_blocks, reduced_blocks = [], []
+    for kind, spec in used:
+        scaled = _scale_rows(features[(kind, spec)].matrix, config.scale)
+        raw_blocks.append(scaled)
+        reduced = _reduce(scaled, config.reducer)  # also feeds the 2-D map
+        if config.scale == "l2":
+            from sklearn.preprocessing import normalize
+
+            reduced = normalize(reduced)
+        reduced_blocks.append(reduced)
+    w = [weights[kind] for kind, _ in used]
+    spaces_X: dict[str, Any] = {}
+    if "raw" in config.cluster_on:
+        spaces_X["raw"] = raw_blocks[0] if len(used) == 1 else _fuse(raw_blocks, w)
+    reduced = reduced_blocks[0] if len(used) == 1 else _fuse(reduced_blocks, w)
+    if "reduced" in config.cluster_on:
+        spaces_X["reduced"] = reduced
+
+    per_space: dict[str, list[dict[str, float]]] = {s: [] for s in config.cluster_on}
+    confusion: dict[str, list[list[int]]] = {}
+    map_xy = map_clusters = None
+    n_cat = int(y.max()) + 1
+    for seed in config.seeds:
+        if "tsne" in config.cluster_on:
+            spaces_X["tsne"] = _tsne(reduced, seed, config.perplexity)
+        for space in config.cluster_on:
+            X = spaces_X[space]
+            pred = _kmeans(X, k, seed)
+            per_space[space].append(score_clustering(y, pred, X))
+            if seed == config.seeds[0]:
+                confusion[space] = matched_confusion(y, pred, n_cat, k).tolist()
+                if space == ("tsne" if "tsne" in config.cluster_on else config.cluster_on[0]):
+                    map_clusters = pred
+                    if space == "tsne":
+                        map_xy = spaces_X["tsne"]
+        progress.advance(1)
+    if map_xy is None:
+        map_xy = _tsne(reduced, config.seeds[0], config.perplexity)
+
+    return RunResult(
+        name=name, text=text_spec, image=image_spec,
+        spaces={s: SpaceResult(s, int(spaces_X[s].shape[1]), per_space[s], confusion[s])
+                for s in config.cluster_on},
+        seconds=time.perf_counter() - started,
+        features={spec: {"dims": int(features[(kind, spec)].matrix.shape[1]),
+                         "cached": features[(kind, spec)].from_cache,
+                         "seconds": round(features[(kind, spec)].seconds, 3),
+                         "params": {k2: repr(v) for k2, v in features[(kind, spec)].extractor.get_params().items()}}
+                  for kind, spec in used},
+        map_xy=map_xy, map_clusters=map_clusters,
+    )

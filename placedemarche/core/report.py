@@ -1,0 +1,163 @@
+"""Report files of an evaluation: results.json, results.csv, and PNG plots people look at."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .metrics import METRICS
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+    from .evaluate import EvaluationReport, RunResult
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", name).strip("_") or "run"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_evaluation_report(report: "EvaluationReport", out: Path, catalog: "Catalog") -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for run in report.runs:
+        base = slug(run.name)
+        if run.map_xy is not None:
+            run.plots["map"] = f"{base}_map.png"
+            plot_map(run, report.categories, catalog, out / run.plots["map"])
+        space = run.main_space
+        run.plots["confusion"] = f"{base}_confusion_{space}.png"
+        plot_confusion(np.array(run.spaces[space].confusion), report.categories,
+                       f"{run.name} - KMeans on {space}, seed {report.config.seeds[0]}",
+                       out / run.plots["confusion"])
+    report.files["summary_plot"] = "ari_by_run.png"
+    plot_summary(report, out / "ari_by_run.png")
+    report.files["json"] = "results.json"
+    report.files["csv"] = "results.csv"
+    atomic_write_text(out / "results.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    atomic_write_text(out / "results.csv", results_csv(report))
+
+
+def results_csv(report: "EvaluationReport") -> str:
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["run", "text", "image", "space", "dims", "seeds", "text_field",
+                     *[f"{m}_{stat}" for m in METRICS for stat in ("mean", "sd")]])
+    for run in report.runs:
+        for space, res in run.spaces.items():
+            writer.writerow([
+                run.name, run.text or "", run.image or "", space, res.dims, len(res.per_seed),
+                report.config.text_field,
+                *[_fmt(v) for m in METRICS for v in (res.mean(m), res.sd(m))],
+            ])
+    return buffer.getvalue()
+
+
+def _fmt(value: float) -> str:
+    return "" if value != value else f"{value:.4f}"
+
+
+def _category_colours(n: int):
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def plot_map(run: "RunResult", categories: list[str], catalog: "Catalog", path: Path) -> None:
+    """Side-by-side 2-D t-SNE maps coloured by true category and by KMeans cluster."""
+    plt = _pyplot()
+    xy = run.map_xy
+    index = {c: i for i, c in enumerate(categories)}
+    true = np.array([index[c] for c in catalog.labels])
+    colours = _category_colours(max(len(categories), int(run.map_clusters.max()) + 1))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6.5))
+    for i, category in enumerate(categories):
+        mask = true == i
+        axes[0].scatter(xy[mask, 0], xy[mask, 1], s=9, color=colours[i], label=category, alpha=0.8)
+    axes[0].set_title("True categories")
+    axes[0].legend(fontsize=8, markerscale=2, loc="best")
+    for c in sorted(set(run.map_clusters.tolist())):
+        mask = run.map_clusters == c
+        axes[1].scatter(xy[mask, 0], xy[mask, 1], s=9, color=colours[c], label=f"cluster {c}", alpha=0.8)
+    space = run.main_space
+    axes[1].set_title(f"KMeans clusters ({space}) - ARI {run.mean('ari', space):.3f}")
+    axes[1].legend(fontsize=8, markerscale=2, loc="best")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{run.name}: t-SNE map of {len(true)} products")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: np.ndarray, categories: list[str], title: str, path: Path) -> None:
+    """True category x cluster counts, clusters matched to categories (Hungarian)."""
+    plt = _pyplot()
+    n_true, n_pred = matrix.shape
+    fig, ax = plt.subplots(figsize=(1.1 * n_pred + 4, 0.7 * n_true + 2.5))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_yticks(range(n_true), categories, fontsize=8)
+    cluster_names = [categories[i] if i < n_true else f"extra {i - n_true + 1}" for i in range(n_pred)]
+    ax.set_xticks(range(n_pred), cluster_names, rotation=40, ha="right", fontsize=8)
+    ax.set_xlabel("cluster (named after its matched category)")
+    ax.set_ylabel("true category")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                color="white" if value > threshold else "black")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_summary(report: "EvaluationReport", path: Path) -> None:
+    """Bar chart of mean ARI (with sd) per run and clustering space."""
+    plt = _pyplot()
+    spaces = list(report.config.cluster_on)
+    names = [r.name for r in report.runs]
+    width = 0.8 / len(spaces)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names) + 3), 4.5))
+    for j, space in enumerate(spaces):
+        means = [r.mean("ari", space) for r in report.runs]
+        sds = [r.sd("ari", space) for r in report.runs]
+        positions = np.arange(len(names)) + (j - (len(spaces) - 1) / 2) * width
+        ax.bar(positions, means, width, yerr=sds, capsize=3, label=space)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("ARI (mean +- sd over seeds)")
+    ax.set_ylim(min(0, ax.get_ylim()[0]), 1)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.legend(title="clustered on")
+    ax.set_title(f"ARI per run ({len(report.config.seeds)} seeds, text: {report.config.text_field})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
