@@ -1,0 +1,120 @@
+"""Catalogue loading and validation: Flipkart layout, generic CSVs, bad rows."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from placedemarche.core.catalog import Catalog, flipkart_category, load_catalog
+from placedemarche.core.errors import CatalogError
+
+
+def test_flipkart_sample_loads_with_seven_balanced_categories(flipkart_dir):
+    catalog = load_catalog(flipkart_dir)
+    assert len(catalog) == 1050
+    assert len(catalog.categories) == 7
+    assert all(catalog.labels.count(c) == 150 for c in catalog.categories)
+    assert "Watches" in catalog.categories
+    assert catalog.image_paths[0].parent.name == "images"
+
+
+def test_flipkart_missing_images_are_reported_and_dropped(flipkart_dir):
+    catalog = load_catalog(flipkart_dir)
+    problems = catalog.problems(text=None, image=True, check_decode=False)
+    assert len(problems) == 3
+    assert all("not found" in p.problem for p in problems)
+    kept = catalog.validated(image=True, check_decode=False)
+    assert len(kept) == 1047 and len(kept.dropped) == 3
+    with pytest.raises(CatalogError, match=r"3 unusable row\(s\).*line \d+.*--on-missing drop"):
+        catalog.validated(image=True, on_missing="fail", check_decode=False)
+
+
+def test_category_tree_first_level():
+    assert flipkart_category('["Home Furnishing >> Curtains & Accessories >> Curtains"]') == "Home Furnishing"
+    assert flipkart_category("Watches") == "Watches"
+
+
+def test_text_fields(tiny_catalog):
+    catalog = load_catalog(tiny_catalog)
+    name, desc, both = catalog.texts("name")[0], catalog.texts("description")[0], catalog.texts("both")[0]
+    assert both.startswith(name) and both.endswith(desc)
+    with pytest.raises(CatalogError, match="unknown text field"):
+        catalog.texts("title")
+
+
+def _rewrite(path, mutate):
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    mutate(rows)
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_empty_description_and_corrupt_image_are_named(tiny_catalog):
+    def mutate(rows):
+        rows[1]["product_name"] = ""
+        rows[1]["description"] = ""
+    _rewrite(tiny_catalog, mutate)
+    catalog = load_catalog(tiny_catalog)
+    catalog.image_paths[4].write_bytes(b"this is not a jpeg")
+    problems = catalog.problems()
+    assert [(p.row_id, p.line) for p in problems] == [(catalog.ids[1], 3), (catalog.ids[4], 6)]
+    assert "empty name and description" in problems[0].problem
+    assert "cannot be decoded" in problems[1].problem
+    kept = catalog.validated()
+    assert len(kept) == len(catalog) - 2
+    # text-only use keeps the product whose image is broken
+    assert len(catalog.validated(image=False)) == len(catalog) - 1
+
+
+def test_missing_columns_give_one_line_errors(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("sku,price\n1,3.5\n")
+    with pytest.raises(CatalogError, match="no text or image column found.*columns are: sku, price"):
+        load_catalog(path)
+    path.write_text("id,name\n1,watch\n")
+    with pytest.raises(CatalogError, match="no column 'cat' for the label.*columns are: id, name"):
+        load_catalog(path, label_column="cat")
+    with pytest.raises(CatalogError, match="no label column.*--label-column"):
+        load_catalog(path, require_labels=True)
+
+
+def test_generic_csv_with_named_columns(tmp_path):
+    images = tmp_path / "pics"
+    images.mkdir()
+    path = tmp_path / "products.csv"
+    path.write_text("sku,title,cat,photo\nA1,Steel watch,Watches,a.jpg\nB2,Baby romper,Baby,b.jpg\n")
+    catalog = load_catalog(path, id_column="sku", name_column="title", label_column="cat",
+                           image_column="photo", image_dir=images)
+    assert catalog.ids == ["A1", "B2"]
+    assert catalog.labels == ["Watches", "Baby"]
+    assert catalog.image_paths[1] == images / "b.jpg"
+
+
+def test_duplicate_ids_rejected(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("id,name\n1,a\n1,b\n")
+    with pytest.raises(CatalogError, match="duplicate product ids 1"):
+        load_catalog(path)
+
+
+def test_not_found_and_ambiguous_directory(tmp_path):
+    with pytest.raises(CatalogError, match="catalogue not found"):
+        load_catalog(tmp_path / "nope.csv")
+    (tmp_path / "a.csv").write_text("id,name\n1,a\n")
+    (tmp_path / "b.csv").write_text("id,name\n1,a\n")
+    with pytest.raises(CatalogError, match="holds 2 CSV files"):
+        load_catalog(tmp_path)
+
+
+def test_subset_keeps_rows_aligned(tiny_catalog):
+    catalog = load_catalog(tiny_catalog)
+    sub = catalog.subset([3, 0])
+    assert sub.ids == [catalog.ids[3], catalog.ids[0]]
+    assert sub.labels == [catalog.labels[3], catalog.labels[0]]
+    assert sub.lines == [5, 2]
+    with pytest.raises(CatalogError):
+        Catalog(ids=["a"], names=[], descriptions=["x"], image_paths=[None])

@@ -1,0 +1,194 @@
+"""The plugin manager: built-ins, entry points, lookups, failures, sklearn compatibility."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from placedemarche import TextExtractor, hookimpl
+from placedemarche.cli.main import cli
+from placedemarche.core import plugins
+from placedemarche.core.errors import MissingDependencyError, PluginConfigError, UnknownPluginError
+
+
+class ShoutExtractor(TextExtractor):
+    name = "shout"
+    description = "Counts capital letters"
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = scale
+
+    def transform(self, X):
+        return np.array([[sum(c.isupper() for c in t) * self.scale] for t in X], dtype=np.float32)
+
+
+class _ShoutPlugin:
+    @staticmethod
+    @hookimpl
+    def register_text_extractors(register):
+        register(ShoutExtractor)
+
+
+class NeedsMissingLib(TextExtractor):
+    name = "needs-missing"
+    description = "Needs a library that is not installed"
+    requires = ("placedemarche_no_such_module",)
+    extra = "nothing"
+
+
+@pytest.fixture
+def shout_plugin():
+    name = plugins.register_plugin(_ShoutPlugin, name="shout-plugin", provider="tests")
+    yield
+    plugins.unregister_plugin(name)
+
+
+def test_builtins_are_registered_through_the_hooks():
+    text = plugins.available_plugins("text")
+    assert {"bow", "tfidf"} <= set(text)
+    assert text["tfidf"].provider == "placedemarche"
+    assert {"pca", "svd", "tsne"} <= set(plugins.available_plugins("reducer"))
+    hooks = {row["name"]: row["hooks"] for row in plugins.loaded_plugins()}
+    assert hooks["placedemarche.plugins.text.tfidf"] == ["register_text_extractors"]
+
+
+def test_runtime_plugin_is_found_and_created(shout_plugin):
+    ext = plugins.create_plugin("text", "shout:scale=2")
+    assert isinstance(ext, ShoutExtractor) and ext.scale == 2
+    assert ext.fit_transform(["AbC"])[0, 0] == 4.0
+    assert plugins.available_plugins("text")["shout"].provider == "tests"
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(UnknownPluginError) as err:
+        plugins.get_plugin_class("text", "tfidff")
+    message = str(err.value)
+    assert "did you mean 'tfidf'" in message and "bow" in message and "\n" not in message
+
+
+def test_aliases_resolve():
+    assert plugins.get_plugin_class("text", "tf-idf").name == "tfidf"
+
+
+def test_bad_parameters_are_reported():
+    with pytest.raises(PluginConfigError, match="no parameter 'max_featurez'.*max_features"):
+        plugins.create_plugin("text", "tfidf:max_featurez=10")
+    with pytest.raises(PluginConfigError, match="key=value"):
+        plugins.create_plugin("text", "tfidf:oops")
+
+
+def test_spec_parsing_keeps_tuples_and_strings():
+    name, params = plugins.parse_plugin_spec("tfidf:ngram_range=(1,2),min_df=3,weights=/a/b.h5,x=None")
+    assert name == "tfidf"
+    assert params == {"ngram_range": (1, 2), "min_df": 3, "weights": "/a/b.h5", "x": None}
+
+
+def test_missing_dependency_names_the_extra():
+    assert not NeedsMissingLib.is_available()
+    assert NeedsMissingLib.install_hint() == 'pip install "placedemarche[nothing]"'
+    with pytest.raises(MissingDependencyError, match=r"needs placedemarche_no_such_module: pip install"):
+        NeedsMissingLib.require()
+
+
+def test_sklearn_clone_and_pipeline_accept_extractors():
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+
+    ext = plugins.create_plugin("text", "tfidf:min_df=1")
+    copy = clone(ext)
+    assert copy.get_params() == ext.get_params() and copy is not ext
+    texts = ["steel watch dial", "analog watch strap", "wrist watch men", "watch for women",
+             "cotton baby romper", "baby diaper soft", "infant cotton towel", "baby kids romper"] * 2
+    y = [0] * 4 + [1] * 4
+    y = y * 2
+    scores = cross_val_score(make_pipeline(ext, LogisticRegression()), texts, y, cv=2)
+    assert scores.mean() > 0.9
+
+
+def _write_fake_distribution(root, dist_name, module_name, module_source):
+    (root / f"{module_name}.py").write_text(textwrap.dedent(module_source))
+    info = root / f"{dist_name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[placedemarche]\n{dist_name} = {module_name}\n")
+
+
+def test_plugin_that_raises_on_import_is_reported_not_fatal(tmp_path, monkeypatch):
+    _write_fake_distribution(tmp_path, "broken-plugin", "broken_plugin_mod",
+                             "raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins.reset_plugins()
+    failures = plugins.plugin_failures()
+    assert any(f.plugin == "broken-plugin" and "boom at import" in f.error for f in failures)
+    # other commands keep working, and `pm plugins` shows the failure
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["list-extractors", "--json"])
+    assert listed.exit_code == 0 and '"tfidf"' in listed.output
+    shown = runner.invoke(cli, ["plugins", "--json"])
+    assert shown.exit_code == 0 and "boom at import" in shown.output
+
+
+def test_pm_load_plugins_restricts_entry_points(tmp_path, monkeypatch):
+    _write_fake_distribution(tmp_path, "shout-dist", "shout_dist_mod", """
+        import numpy as np
+        from placedemarche import TextExtractor, hookimpl
+
+        class Loud(TextExtractor):
+            name = "loud"
+            description = "test"
+            def transform(self, X):
+                return np.zeros((len(X), 1), dtype=np.float32)
+
+        @hookimpl
+        def register_text_extractors(register):
+            register(Loud)
+        """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins.reset_plugins()
+    assert plugins.available_plugins("text")["loud"].provider == "shout-dist"
+    monkeypatch.setenv("PM_LOAD_PLUGINS", "")
+    plugins.reset_plugins()
+    assert "loud" not in plugins.available_plugins("text")
+
+
+def test_third_party_cannot_replace_a_builtin(tmp_path, monkeypatch):
+    _write_fake_distribution(tmp_path, "impostor", "impostor_mod", """
+        from placedemarche import TextExtractor, hookimpl
+
+        class FakeTfidf(TextExtractor):
+            name = "tfidf"
+            description = "impostor"
+
+        @hookimpl
+        def register_text_extractors(register):
+            register(FakeTfidf)
+        """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugins.reset_plugins()
+    assert plugins.available_plugins("text")["tfidf"].provider == "placedemarche"
+    assert any("already provided by placedemarche" in f.error for f in plugins.plugin_failures())
+
+
+def test_example_third_party_package_is_installed_and_listed():
+    rows = {r["name"]: r for r in __import__("json").loads(
+        CliRunner().invoke(cli, ["list-extractors", "--json"]).output)}
+    assert "colour-histogram" in rows, (
+        "install the example plugin: pip install ./examples/placedemarche-colour-histogram")
+    assert rows["colour-histogram"]["provider"] == "placedemarche-colour-histogram"
+    assert rows["char-ngrams"]["kind"] == "text"
+
+
+def test_listing_extractors_imports_no_heavy_library():
+    code = ("import sys; from click.testing import CliRunner; from placedemarche.cli.main import cli;"
+            "r = CliRunner().invoke(cli, ['list-extractors']); assert r.exit_code == 0, r.output;"
+            "heavy = [m for m in ('tensorflow', 'torch', 'keras', 'sklearn', 'gensim', 'cv2',"
+            " 'sentence_transformers', 'tensorflow_hub') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
