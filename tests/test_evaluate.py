@@ -1,0 +1,142 @@
+"""The evaluator and its report files, on a small generated catalogue."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.sparse
+from click.testing import CliRunner
+
+from placedemarche import ImageExtractor, hookimpl
+from placedemarche.cli.main import cli
+from placedemarche.core import plugins
+from placedemarche.core.cache import FeatureCache
+from placedemarche.core.catalog import load_catalog
+from placedemarche.core.errors import PlaceDeMarcheError
+from placedemarche.core.evaluate import EvaluationConfig, _scale_rows, evaluate_combinations
+from placedemarche.core.metrics import matched_confusion, score_clustering
+
+
+class MeanColour(ImageExtractor):
+    name = "mean-colour"
+    description = "Mean BGR colour of the image (test plugin)"
+
+    def transform(self, X):
+        import cv2
+
+        return np.array([cv2.imread(str(p)).reshape(-1, 3).mean(0) for p in X], dtype=np.float32)
+
+
+class _Plugin:
+    @staticmethod
+    @hookimpl
+    def register_image_extractors(register):
+        register(MeanColour)
+
+
+@pytest.fixture
+def mean_colour():
+    name = plugins.register_plugin(_Plugin, name="mean-colour-plugin", provider="tests")
+    yield
+    plugins.unregister_plugin(name)
+
+
+FAST = EvaluationConfig(seeds=(0, 1), perplexity=5.0, reducer="pca:n_components=10")
+
+
+def test_text_image_and_fused_runs_are_scored_and_written(tiny_catalog, tmp_path, mean_colour):
+    catalog = load_catalog(tiny_catalog).validated()
+    out = tmp_path / "out"
+    report = evaluate_combinations(catalog, text=["tfidf:min_df=1"], image=["mean-colour"],
+                                   config=FAST, cache=FeatureCache(tmp_path / "c"), out=out)
+    names = [r.name for r in report.runs]
+    assert sorted(names) == sorted(["tfidf:min_df=1", "mean-colour", "tfidf:min_df=1 + mean-colour"])
+    for run in report.runs:
+        assert set(run.spaces) == {"raw", "reduced", "tsne"}
+        for space in run.spaces.values():
+            assert len(space.per_seed) == 2
+            assert np.array(space.confusion).sum() == len(catalog)
+    # categories are separable on both modalities in the generated data
+    best = report.runs[0]
+    assert best.mean("ari") > 0.8
+    assert report.runs == sorted(report.runs, key=lambda r: -r.mean("ari"))
+    data = json.loads((out / "results.json").read_text())
+    assert data["catalog"]["products"] == 18 and data["config"]["seeds"] == [0, 1]
+    assert data["runs"][0]["spaces"]["tsne"]["ari_mean"] == pytest.approx(best.mean("ari"), abs=1e-4)
+    csv_lines = (out / "results.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 1 + 3 * 3
+    for run in data["runs"]:
+        for plot in run["plots"].values():
+            assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "ari_by_run.png").is_file()
+
+
+def test_features_reused_from_cache(tiny_catalog, tmp_path):
+    catalog = load_catalog(tiny_catalog).validated(image=False)
+    cache = FeatureCache(tmp_path / "c")
+    config = EvaluationConfig(seeds=(0,), cluster_on=("raw",))
+    first = evaluate_combinations(catalog, text=["bow:min_df=1"], config=config, cache=cache)
+    second = evaluate_combinations(catalog, text=["bow:min_df=1"], config=config, cache=cache)
+    assert not first.runs[0].features["bow:min_df=1"]["cached"]
+    assert second.runs[0].features["bow:min_df=1"]["cached"]
+    assert first.runs[0].mean("ari", "raw") == second.runs[0].mean("ari", "raw")
+
+
+def test_sparse_features_are_never_standard_scaled():
+    X = scipy.sparse.random(20, 50, density=0.2, format="csr", random_state=0)
+    scaled = _scale_rows(X, "standard")
+    assert scipy.sparse.issparse(scaled)
+    assert np.allclose(np.sqrt(scaled.multiply(scaled).sum(axis=1)).A1[np.diff(X.indptr) > 0], 1.0)
+
+
+def test_clear_errors(tiny_catalog):
+    catalog = load_catalog(tiny_catalog)
+    with pytest.raises(PlaceDeMarcheError, match="nothing to evaluate"):
+        evaluate_combinations(catalog)
+    with pytest.raises(PlaceDeMarcheError, match="unknown clustering space"):
+        evaluate_combinations(catalog, text=["tfidf"], config=EvaluationConfig(cluster_on=("umap",)))
+    unlabelled = catalog.subset(range(len(catalog)))
+    unlabelled.labels = None
+    with pytest.raises(PlaceDeMarcheError, match="no category column"):
+        evaluate_combinations(unlabelled, text=["tfidf"])
+
+
+def test_hungarian_matching_ignores_cluster_numbering():
+    true = [0, 0, 1, 1, 2, 2]
+    pred = [2, 2, 0, 0, 1, 1]
+    scores = score_clustering(true, pred)
+    assert scores["ari"] == pytest.approx(1.0) and scores["matched_accuracy"] == 1.0
+    assert np.array_equal(matched_confusion(true, pred, 3, 3), np.diag([2, 2, 2]))
+    half = score_clustering([0, 0, 1, 1], [0, 1, 0, 1])
+    assert half["matched_accuracy"] == 0.5 and half["ari"] < 0.01
+
+
+def test_cli_evaluate_prints_a_ranked_table_and_writes_files(tiny_catalog, tmp_path):
+    out = tmp_path / "res"
+    result = CliRunner().invoke(cli, [
+        "evaluate", "--data", str(tiny_catalog), "--text", "tfidf:min_df=1", "--text", "bow:min_df=1",
+        "--seeds", "2", "--perplexity", "5", "--reducer", "pca:n_components=10", "--out", str(out),
+        "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "ARI tsne" in result.output and "tfidf:min_df=1" in result.output
+    assert "18 products, 3 categories" in result.output
+    assert json.loads((out / "results.json").read_text())["catalog"]["text_field"] == "both"
+
+
+def test_cli_evaluate_unknown_plugin_is_one_line(tiny_catalog, tmp_path):
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(tiny_catalog), "--text", "tfidff",
+                                      "--out", str(tmp_path / "o"), "--no-progress"])
+    assert result.exit_code == 1
+    assert "error: unknown text extractor 'tfidff': did you mean 'tfidf'?" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_evaluate_on_missing_fail_names_rows(tiny_catalog, tmp_path, mean_colour):
+    (tiny_catalog.parent / "images" / "wat002.jpg").unlink()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["evaluate", "--data", str(tiny_catalog), "--image", "mean-colour",
+                                 "--on-missing", "fail", "--no-progress", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "row wat002 (line 4): image file not found" in result.output
