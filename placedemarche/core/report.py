@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .metrics import METRICS
+from .metrics import METRICS, match_clusters
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -51,6 +51,9 @@ def write_evaluation_report(report: "EvaluationReport", out: Path, catalog: "Cat
         if run.map_xy is not None:
             run.plots["map"] = f"{base}_map.png"
             plot_map(run, report.categories, catalog, out / run.plots["map"])
+        if run.image is not None and run.map_clusters is not None:
+            run.plots["cluster_examples"] = f"{base}_cluster_examples.png"
+            plot_cluster_examples(run, report.categories, catalog, out / run.plots["cluster_examples"])
         space = run.main_space
         run.plots["confusion"] = f"{base}_confusion_{space}.png"
         plot_confusion(np.array(run.spaces[space].confusion), report.categories,
@@ -97,16 +100,22 @@ def plot_map(run: "RunResult", categories: list[str], catalog: "Catalog", path: 
     xy = run.map_xy
     index = {c: i for i, c in enumerate(categories)}
     true = np.array([index[c] for c in catalog.labels])
-    colours = _category_colours(max(len(categories), int(run.map_clusters.max()) + 1))
+    n_clusters = int(run.map_clusters.max()) + 1
+    colours = _category_colours(max(len(categories), n_clusters) + n_clusters)
+    # A cluster takes the colour of the category it is matched to, so both panels compare at a glance.
+    mapping = match_clusters(true, run.map_clusters, len(categories), n_clusters)
     fig, axes = plt.subplots(1, 2, figsize=(14, 6.5))
     for i, category in enumerate(categories):
         mask = true == i
         axes[0].scatter(xy[mask, 0], xy[mask, 1], s=9, color=colours[i], label=category, alpha=0.8)
     axes[0].set_title("True categories")
     axes[0].legend(fontsize=8, markerscale=2, loc="best")
-    for c in sorted(set(run.map_clusters.tolist())):
+    for c in sorted(set(run.map_clusters.tolist()), key=lambda c: mapping.get(c, len(categories) + c)):
         mask = run.map_clusters == c
-        axes[1].scatter(xy[mask, 0], xy[mask, 1], s=9, color=colours[c], label=f"cluster {c}", alpha=0.8)
+        matched = mapping.get(c)
+        label = f"cluster {c} -> {categories[matched]}" if matched is not None else f"cluster {c} (unmatched)"
+        colour = colours[matched if matched is not None else len(categories) + c]
+        axes[1].scatter(xy[mask, 0], xy[mask, 1], s=9, color=colour, label=label, alpha=0.8)
     space = run.main_space
     axes[1].set_title(f"KMeans clusters ({space}) - ARI {run.mean('ari', space):.3f}")
     axes[1].legend(fontsize=8, markerscale=2, loc="best")
@@ -160,4 +169,46 @@ def plot_summary(report: "EvaluationReport", path: Path) -> None:
     ax.set_title(f"ARI per run ({len(report.config.seeds)} seeds, text: {report.config.text_field})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_cluster_examples(run: "RunResult", categories: list[str], catalog: "Catalog", path: Path,
+                          per_cluster: int = 8, seed: int = 0) -> None:
+    """A grid of product photos: one row per cluster, with each photo's true category."""
+    from PIL import Image
+
+    plt = _pyplot()
+    index = {c: i for i, c in enumerate(categories)}
+    true = np.array([index[c] for c in catalog.labels])
+    clusters = run.map_clusters
+    n_clusters = int(clusters.max()) + 1
+    mapping = match_clusters(true, clusters, len(categories), n_clusters)
+    order = sorted(range(n_clusters), key=lambda c: mapping.get(c, len(categories) + c))
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(n_clusters, per_cluster, figsize=(per_cluster * 1.5, n_clusters * 1.75),
+                             squeeze=False)
+    for row, c in enumerate(order):
+        members = np.flatnonzero(clusters == c)
+        picked = rng.choice(members, size=min(per_cluster, len(members)), replace=False)
+        for col in range(per_cluster):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if col >= len(picked):
+                continue
+            i = int(picked[col])
+            with Image.open(catalog.image_paths[i]) as im:
+                im.thumbnail((128, 128))
+                ax.imshow(np.asarray(im.convert("RGB")))
+            ok = mapping.get(c) == true[i]
+            ax.set_title(catalog.labels[i][:18], fontsize=6, color="black" if ok else "red")
+        matched = mapping.get(c)
+        axes[row, 0].set_ylabel(f"cluster {c}\n({categories[matched][:16] if matched is not None else '-'})",
+                                fontsize=7)
+    fig.suptitle(f"{run.name}: example products per cluster (red: category differs from the cluster's)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
     plt.close(fig)
