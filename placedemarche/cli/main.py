@@ -38,8 +38,9 @@ def cli():
 
 # Each command lives in its own module; importing them stays cheap (heavy imports are inside).
 from .cache_cmds import cache  # noqa: E402
+from .dataset_cmds import dataset  # noqa: E402
 from .evaluate_cmd import evaluate  # noqa: E402
 from .plugin_cmds import list_extractors, list_reducers, plugins  # noqa: E402
 
-for _command in (list_extractors, list_reducers, plugins, evaluate, cache):
+for _command in (list_extractors, list_reducers, plugins, evaluate, cache, dataset):
     cli.add_command(_command)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from contextlib import contextmanager
 from typing import Iterator
@@ -12,8 +14,15 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 
 from ..core.progress import reporting
 
-console = Console()
-err_console = Console(stderr=True)
+def _width() -> int | None:
+    """Full width on a terminal; 160 columns when piped, so tables are not cut to 80."""
+    if sys.stdout.isatty():
+        return None
+    return int(os.environ.get("COLUMNS", "160"))
+
+
+console = Console(width=_width())
+err_console = Console(stderr=True, width=_width())
 
 
 class RichReporter:
