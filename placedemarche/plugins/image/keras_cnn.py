@@ -85,12 +85,18 @@ class KerasBackbone(ImageExtractor):
             weights = str(Path(weights).expanduser())
             if not Path(weights).is_file():
                 raise WeightsUnavailableError(f"{self.name}: weights file not found: {weights}")
+        elif weights == "imagenet" and self.expected_weights_file():
+            cached = keras_cache_dir() / self.expected_weights_file()
+            if cached.is_file():
+                # Keras reads KERAS_HOME once, at import; resolving the file here honours
+                # the variable as it is now and never touches the network.
+                weights = str(cached)
         build = getattr(keras.applications, self.application)
         try:
             return build(include_top=False, weights=weights, pooling="avg",
                          input_shape=(size, size, 3), **self._application_kwargs())
         except Exception as exc:
-            if weights != "imagenet":
+            if self.weights != "imagenet":
                 raise WeightsUnavailableError(
                     f"{self.name}: cannot load weights {weights}: {str(exc).splitlines()[0][:200]}"
                 ) from None

@@ -72,6 +72,9 @@ class BertExtractor(TextExtractor):
         if looks_local and not Path(source).expanduser().is_dir():
             raise PlaceDeMarcheError(f"bert: model directory not found: {source}")
         try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # our own progress bar reports the work
             if self.mode == "sentence-transformers":
                 from sentence_transformers import SentenceTransformer
 
