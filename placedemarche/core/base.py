@@ -174,11 +174,34 @@ class Reducer(_Transformer):
 class Source(PluginBase):
     """Yields product records for a query, page by page; never writes files.
 
-    ``pages(query, limit)`` yields lists of dicts. ``columns`` maps each of the study's
-    output columns to the record key that fills it.
+    ``pages(query, start_page)`` yields :class:`SourcePage` objects in order; the core
+    (``placedemarche.core.collect``) writes them incrementally, so a failure on page N keeps
+    pages 1..N-1 and the run can resume at page N. ``columns`` maps each column of the
+    study's output (``foodId, label, category, foodContentsLabel, image``) to the key of
+    the record that fills it. Raise :class:`~placedemarche.core.errors.SourceError` with a
+    one-line message on failure.
     """
 
     kind = "source"
+    columns: ClassVar[dict[str, str]] = {}
 
-    def pages(self, query: str, limit: int | None = None) -> Iterator[list[dict[str, Any]]]:
+    def pages(self, query: str, start_page: int = 1) -> Iterator["SourcePage"]:
         raise NotImplementedError  # pragma: no cover - abstract
+
+    def check(self) -> None:
+        """Raise SourceError before anything is written if the source cannot run (credentials)."""
+
+    def retries(self) -> int:
+        """HTTP retries spent so far (for the summary)."""
+        return 0
+
+
+class SourcePage:
+    """One page of results: its number, its records, and the total the API announced."""
+
+    def __init__(self, number: int, records: list[dict[str, Any]], total: int | None = None,
+                 last: bool = False):
+        self.number = number
+        self.records = records
+        self.total = total
+        self.last = last

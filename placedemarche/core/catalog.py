@@ -291,7 +291,7 @@ def load_catalog(
         names.append((row.get(name_col) or "").strip() if name_col else "")
         descs.append((row.get(desc_col) or "").strip() if desc_col else "")
         raw_image = (row.get(image_col) or "").strip() if image_col else ""
-        images.append(_resolve_image(raw_image, images_root) if raw_image else None)
+        images.append(_resolve_image(raw_image, images_root, csv_path.parent) if raw_image else None)
         if label_col:
             value = row.get(label_col) or ""
             labels.append(flipkart_category(value) if label_col == "product_category_tree" else value.strip())
@@ -302,6 +302,12 @@ def load_catalog(
     )
 
 
-def _resolve_image(value: str, root: Path) -> Path:
+def _resolve_image(value: str, root: Path, csv_dir: Path) -> Path:
+    """Absolute paths as given; relative ones in the image directory, or relative to the CSV
+    when they name a file there (``images/123.jpg``, as `pm source run --images` writes)."""
     p = Path(value).expanduser()
-    return p if p.is_absolute() else root / p
+    if p.is_absolute():
+        return p
+    if root != csv_dir and len(p.parts) > 1 and (csv_dir / p).is_file():
+        return csv_dir / p
+    return root / p

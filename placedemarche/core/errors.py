@@ -26,3 +26,7 @@ class PluginConfigError(PlaceDeMarcheError, ValueError):
 
 class ImageReadError(PlaceDeMarcheError, OSError):
     """An image file is missing or cannot be decoded."""
+
+
+class SourceError(PlaceDeMarcheError):
+    """A source (API) failed: HTTP error, timeout, bad response, missing credentials."""

@@ -39,6 +39,8 @@ DEFAULT_PLUGINS = (
     "placedemarche.plugins.reducers.svd",
     "placedemarche.plugins.reducers.tsne",
     "placedemarche.plugins.reducers.umap",
+    "placedemarche.plugins.sources.openfoodfacts",
+    "placedemarche.plugins.sources.edamam",
 )
 
 #: kind -> (hook name, human name used in messages)

@@ -1,0 +1,72 @@
+"""`pm source list` and `pm source run`: collect new products from public APIs."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("source")
+def source():
+    """Collect products from public APIs (Open Food Facts, Edamam, plugins)."""
+
+
+@source.command("list")
+def list_sources():
+    """List the available sources."""
+    from rich.table import Table
+
+    from ..core.plugins import available_plugins
+    from .render import console
+
+    table = Table(title="Sources")
+    for column in ("name", "description", "provider"):
+        table.add_column(column)
+    for name, entry in sorted(available_plugins("source").items()):
+        table.add_row(name, entry.cls.description, entry.provider)
+    console.print(table)
+
+
+@source.command("run")
+@click.argument("name")
+@click.option("--q", "query", required=True, help="Search query, e.g. champagne.")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after this many products.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), required=True,
+              help="Output file: .csv, or .jsonl for JSON lines.")
+@click.option("--fields", help="Comma-separated output columns "
+                               "(default: foodId,label,category,foodContentsLabel,image).")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False),
+              help="Download product images into this directory (the CSV then is a catalogue).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run into the same file.")
+@click.option("--base-url", help="API base URL (another instance or a mirror).")
+@click.option("--user-agent", help="User-Agent sent to the API: 'app/version (contact)'.")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Other source parameter, e.g. --option app_id=... (repeatable).")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def run(name, query, limit, out, fields, images_dir, resume, base_url, user_agent, options, no_progress):
+    """Query source NAME and write the products found to --out.
+
+    \b
+    Example:
+      pm source run openfoodfacts --q champagne --limit 10 -o champagne.csv --images images/
+    """
+    from ..core.collect import collect
+    from ..core.plugins import create_plugin, parse_plugin_spec
+    from .render import console, err_console, progress_bars
+
+    params = parse_plugin_spec("x:" + ",".join(options))[1] if options else {}
+    if base_url:
+        params["base_url"] = base_url
+    if user_agent:
+        params["user_agent"] = user_agent
+    plugin = create_plugin("source", name, **params)
+    columns = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+    with progress_bars(not no_progress):
+        summary = collect(plugin, query, out, limit=limit, fields=columns, resume=resume,
+                          images_dir=images_dir)
+    resumed = f" (resumed at page {summary.resumed_from_page})" if summary.resumed_from_page > 1 else ""
+    console.print(f"{summary.products} product(s) written to {summary.out}{resumed}: "
+                  f"{summary.pages} page(s), {summary.retries} retr{'y' if summary.retries == 1 else 'ies'}"
+                  + (f", {summary.images} image(s), {len(summary.skipped_images)} image(s) skipped"
+                     if images_dir else ""), highlight=False)
+    for skipped in summary.skipped_images[:10]:
+        err_console.print(f"[yellow]skipped image[/] {skipped}", highlight=False)
