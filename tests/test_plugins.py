@@ -192,3 +192,16 @@ def test_listing_extractors_imports_no_heavy_library():
             " 'sentence_transformers', 'tensorflow_hub') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_example_third_party_plugins_run_in_pm_evaluate(tiny_catalog, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "evaluate", "--data", str(tiny_catalog), "--text", "char-ngrams", "--image", "colour-histogram",
+        "--seeds", "1", "--cluster-on", "reduced", "--reducer", "pca:n_components=5",
+        "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    runs = {r["name"]: r for r in __import__("json").loads((out / "results.json").read_text())["runs"]}
+    assert set(runs) == {"char-ngrams", "colour-histogram", "char-ngrams + colour-histogram"}
+    # the generated categories differ in colour: the colour histogram separates them
+    assert runs["colour-histogram"]["spaces"]["reduced"]["ari_mean"] > 0.5
