@@ -4,53 +4,68 @@ from __future__ import annotations
 
 import click
 
+_data_home_option = click.option(
+    "--data-home", type=click.Path(file_okay=False),
+    help="Data home to use (default: PM_DATA_HOME, else <user cache>/placedemarche/data).")
+
 
 @click.group("dataset")
 def dataset():
-    """Download and locate datasets (data home: PM_DATA_HOME)."""
+    """Download and locate datasets in the data home (PM_DATA_HOME)."""
 
 
 @dataset.command("download")
 @click.argument("name")
-@click.option("--url", help="Archive location to use instead of the official one "
-                            "(mirror URL, file:// URL or local .zip path).")
-@click.option("--force", is_flag=True, help="Download again even if the dataset is present.")
-@click.option("--data-home", type=click.Path(file_okay=False), help="Data home (default: PM_DATA_HOME).")
+@click.option("--url", metavar="URL|PATH",
+              help="Archive to use instead of the official one: a mirror URL, a file:// URL "
+                   "or a local .zip path.")
+@click.option("--force", is_flag=True, help="Download and unpack again even if the dataset is present.")
+@_data_home_option
 def download(name, url, force, data_home):
-    """Download, verify and unpack dataset NAME (e.g. flipkart)."""
-    from pathlib import Path
+    """Download, verify (sha256) and unpack dataset NAME (e.g. flipkart).
 
-    from ..core.datasets import download_dataset
+    An interrupted download is resumed by running the same command again.
+    """
+    from ..core.datasets import dataset_path, download_dataset
     from .render import console, progress_bars
 
+    present = None if force else dataset_path(name, data_home)
+    if present is not None:
+        console.print(f"{name}: already in {present} (--force to download again)", highlight=False)
+        return
     with progress_bars():
-        path = download_dataset(name, url=url, force=force,
-                                home=Path(data_home) if data_home else None)
-    console.print(f"{name}: ready in {path}", highlight=False)
+        path = download_dataset(name, url=url, force=force, home=data_home)
+    console.print(f"{name}: verified and unpacked into {path}", highlight=False)
 
 
 @dataset.command("list")
-def list_datasets():
-    """List known datasets and whether they are in the data home."""
+@_data_home_option
+def list_datasets(data_home):
+    """List known datasets, whether each is in the data home, and where."""
     from rich.table import Table
 
-    from ..core.datasets import DATASETS, data_home, dataset_path
+    from ..core.datasets import DATASETS, data_home as default_home, dataset_path
     from .render import console
 
-    table = Table(title=f"Datasets (data home: {data_home()})")
-    for column in ("name", "description", "status"):
+    table = Table(title=f"Datasets (data home: {data_home or default_home()})")
+    for column in ("name", "description", "present", "path"):
         table.add_column(column)
     for name, ds in DATASETS.items():
-        path = dataset_path(name)
-        table.add_row(name, ds.description,
-                      f"[green]{path}[/]" if path else f"[yellow]pm dataset download {name}[/]")
+        path = dataset_path(name, data_home)
+        table.add_row(name, ds.description, "[green]yes[/]" if path else "[yellow]no[/]",
+                      str(path) if path else f"run: pm dataset download {name}")
     console.print(table)
 
 
 @dataset.command("path")
 @click.argument("name")
-def path(name):
-    """Print the directory of dataset NAME (fails if it is not downloaded)."""
-    from ..core.datasets import resolve_data
+@_data_home_option
+def path(name, data_home):
+    """Print the directory of dataset NAME in the data home (fails if it is not downloaded)."""
+    from ..core.datasets import DatasetError, data_home as default_home, dataset_path
 
-    click.echo(str(resolve_data(name)))
+    found = dataset_path(name, data_home)
+    if found is None:
+        raise DatasetError(f"dataset '{name}' is not in the data home {data_home or default_home()}: "
+                           f"run `pm dataset download {name}`")
+    click.echo(str(found))

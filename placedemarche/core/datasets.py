@@ -1,19 +1,29 @@
 """Known datasets and the data home: download, resume, verify, unpack; resolving `--data`.
 
 The data home is ``PM_DATA_HOME`` or ``<user cache dir>/placedemarche/data``. A dataset is
-unpacked there under its own directory (``<home>/flipkart/``) once its checksum is verified.
+unpacked there under its own directory (``<home>/flipkart/``, holding the CSV and ``Images/``)
+once the CSV's sha256 matches the registry. Downloads go to ``<home>/<name>.zip.part`` first,
+which a later call resumes with an HTTP Range request.
+
+Usage::
+
+    from placedemarche.core.datasets import download_dataset, resolve_data
+    download_dataset("flipkart")      # no-op when already there
+    catalog_dir = resolve_data(None)  # what `--data` means when it is not given
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
 
 from .errors import PlaceDeMarcheError
 from .progress import task
@@ -25,13 +35,21 @@ class DatasetError(PlaceDeMarcheError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """A downloadable catalogue: its archive, the CSV inside it and that CSV's sha256."""
+    """A downloadable catalogue: its archive, the CSV inside it and that CSV's sha256.
+
+    The directory holding ``csv_member`` in the archive (with its images beside it) is what
+    lands in the data home, renamed to ``name``.
+    """
 
     name: str
     url: str
     csv_member: str  # path of the CSV inside the archive
     sha256: str
     description: str = ""
+
+    @property
+    def csv_name(self) -> str:
+        return PurePosixPath(self.csv_member).name
 
 
 FLIPKART_URL = (
@@ -40,6 +58,7 @@ FLIPKART_URL = (
     "Dataset+projet+pre%CC%81traitement+textes+images.zip"
 )
 
+#: The registry: name -> Dataset. Tests (and mirrors of other catalogues) add entries here.
 DATASETS: dict[str, Dataset] = {
     "flipkart": Dataset(
         name="flipkart",
@@ -50,8 +69,12 @@ DATASETS: dict[str, Dataset] = {
     ),
 }
 
+DEFAULT_DATASET = "flipkart"
+_CHUNK = 1 << 16
+
 
 def data_home() -> Path:
+    """``PM_DATA_HOME``, else ``<user cache dir>/placedemarche/data`` (not created here)."""
     env = os.environ.get("PM_DATA_HOME")
     if env:
         return Path(env).expanduser()
@@ -67,19 +90,25 @@ def get_dataset(name: str) -> Dataset:
         raise DatasetError(f"unknown dataset '{name}': known datasets are {', '.join(DATASETS)}") from None
 
 
-def dataset_path(name: str, home: Path | None = None) -> Path | None:
-    """The directory holding the dataset's CSV in the data home, or None when absent."""
+def dataset_path(name: str, home: str | os.PathLike | None = None) -> Path | None:
+    """The directory holding the dataset's CSV in the data home, or None when absent.
+
+    Both ``<home>/flipkart/`` (what `pm dataset download` writes) and ``<home>/Flipkart/``
+    (the archive's own folder name, copied by hand) are recognised.
+    """
     dataset = get_dataset(name)
-    home = home or data_home()
-    csv_name = PurePosixPath(dataset.csv_member).name
-    for folder in (dataset.name, dataset.name.capitalize(), dataset.name.upper()):
-        if (home / folder / csv_name).is_file():
+    home = Path(home).expanduser() if home is not None else data_home()
+    for folder in dict.fromkeys((dataset.name, dataset.name.capitalize(), dataset.name.upper(),
+                                 PurePosixPath(dataset.csv_member).parent.name)):
+        if folder and (home / folder / dataset.csv_name).is_file():
             return home / folder
     return None
 
 
 def resolve_data(arg: str | os.PathLike | None) -> Path:
-    """What a `--data` option names: a path, a dataset name, or (None) the Flipkart sample."""
+    """What a `--data` option names: an existing path (catalogue directory or CSV) is taken as
+    is, a dataset name ("flipkart") means its directory in the data home, and None means the
+    Flipkart sample in the data home."""
     if arg is not None:
         path = Path(arg).expanduser()
         if path.exists():
@@ -89,7 +118,7 @@ def resolve_data(arg: str | os.PathLike | None) -> Path:
                 f"--data {arg}: no such file or directory, and not a dataset name "
                 f"({', '.join(DATASETS)})"
             )
-    name = "flipkart" if arg is None else str(arg).lower()
+    name = DEFAULT_DATASET if arg is None else str(arg).lower()
     found = dataset_path(name)
     if found is None:
         raise DatasetError(
@@ -99,105 +128,170 @@ def resolve_data(arg: str | os.PathLike | None) -> Path:
     return found
 
 
+def download_dataset(name: str, *, url: str | None = None, home: str | os.PathLike | None = None,
+                     force: bool = False, timeout: float = 60.0) -> Path:
+    """Download, verify and unpack a dataset into the data home; return its directory.
+
+    ``url`` overrides the archive location: an http(s) URL (a mirror), a ``file://`` URL or a
+    local path to a copy of the archive. An interrupted download leaves ``<name>.zip.part`` in
+    the data home and the next call resumes it. Nothing is moved into place before the CSV's
+    checksum matches; a downloaded archive that fails the check is deleted (resuming it would
+    only fail again). ``timeout`` bounds the connection and each read, in seconds.
+    """
+    dataset = get_dataset(name)
+    home = Path(home).expanduser() if home is not None else data_home()
+    existing = dataset_path(dataset.name, home)
+    if existing is not None and not force:
+        return existing
+    home.mkdir(parents=True, exist_ok=True)
+    source = url or dataset.url
+    scheme = urlparse(source).scheme.lower()
+    if scheme in ("http", "https"):
+        archive = home / f"{dataset.name}.zip.part"
+        _fetch(source, archive, timeout, what=dataset.name)
+        try:
+            target = _install(dataset, archive, source, home)
+        except DatasetError:
+            archive.unlink(missing_ok=True)
+            raise
+        archive.unlink(missing_ok=True)
+        return target
+    return _install(dataset, _local_archive(source), source, home)
+
+
+def _local_archive(source: str) -> Path:
+    parsed = urlparse(source)
+    if parsed.scheme.lower() == "file":
+        path = Path(url2pathname(unquote(parsed.path)))
+    elif len(parsed.scheme) > 1:  # a one-letter scheme is a Windows drive
+        raise DatasetError(f"cannot download {source}: use an http(s) URL, a file:// URL or a local path")
+    else:
+        path = Path(source).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"archive not found: {path}")
+    return path
+
+
+def _fetch(url: str, part: Path, timeout: float, what: str) -> None:
+    """Download ``url`` into ``part``, resuming from its current size when the server allows."""
+    import requests
+
+    have = part.stat().st_size if part.exists() else 0
+    # identity: byte offsets and Content-Length must refer to the archive itself
+    headers = {"Accept-Encoding": "identity"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        with requests.get(url, stream=True, timeout=timeout, headers=headers) as response:
+            if response.status_code == 416 and have:
+                if _content_range(response.headers.get("Content-Range"))[1] == have:
+                    return  # the partial file is already the whole archive
+                part.unlink()  # larger than the archive, or the archive changed
+                return _fetch(url, part, timeout, what)
+            if response.status_code >= 400:
+                raise DatasetError(f"download of {url} failed: HTTP {response.status_code} "
+                                   f"{response.reason or ''}".rstrip() + _kept(part))
+            if response.status_code == 206:
+                start, total = _content_range(response.headers.get("Content-Range"))
+                if start != have:  # a range we did not ask for: start again from scratch
+                    response.close()
+                    part.unlink()
+                    return _fetch(url, part, timeout, what)
+            else:  # 200: the server ignored the Range header (or none was sent)
+                have = 0
+                length = response.headers.get("Content-Length", "")
+                total = int(length) if length.isdigit() else None
+            with open(part, "ab" if have else "wb") as out, \
+                    task(f"{what}: downloading (bytes)", total=total) as bar:
+                bar.advance(have)
+                for chunk in response.iter_content(chunk_size=_CHUNK):
+                    out.write(chunk)
+                    bar.advance(len(chunk))
+    except requests.RequestException as exc:
+        raise DatasetError(f"download of {url} failed ({_reason(exc, timeout)})" + _kept(part)) from None
+    except OSError as exc:
+        raise DatasetError(f"cannot write {part}: {exc.strerror or exc}") from None
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise DatasetError(f"download of {url} stopped at {size} of {total} bytes" + _kept(part))
+
+
+def _content_range(header: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total size) from ``bytes 100-199/200`` or ``bytes */200``."""
+    match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", header or "")
+    if not match:
+        return None, None
+    start, total = match.groups()
+    return (int(start) if start else None), (int(total) if total and total != "*" else None)
+
+
+def _kept(part: Path) -> str:
+    size = part.stat().st_size if part.exists() else 0
+    if not size:
+        return ""
+    return f"; the partial file {part} ({size / 1e6:.1f} MB) is kept: run the same command again to resume"
+
+
+def _reason(exc: Exception, timeout: float) -> str:
+    import requests
+
+    if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower():
+        return f"timed out after {timeout:g} s"
+    text = str(exc).replace("\n", " ")
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError) or "Connection broken" in text:
+        return "the connection broke mid-transfer"
+    errno = re.search(r"\[Errno -?\d+\][^'\")]*", text)
+    detail = errno.group(0).strip() if errno else text[:120]
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def _install(dataset: Dataset, archive: Path, source: str, home: Path) -> Path:
+    """Unpack ``archive`` into a temporary directory of ``home``, check the CSV's sha256, then
+    move the CSV's directory to ``home/<name>`` (replacing an older copy)."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{dataset.name}-unpacking-", dir=home))
+    unpacked = staging / "unpacked"
+    try:
+        try:
+            with zipfile.ZipFile(archive) as zipped:
+                _safe_extract(zipped, unpacked, dataset.name)
+        except (zipfile.BadZipFile, EOFError) as exc:
+            raise DatasetError(f"{source} is not a valid zip archive ({exc})") from None
+        csv_path = unpacked / dataset.csv_member
+        if not csv_path.is_file():
+            raise DatasetError(f"{source}: the archive has no {dataset.csv_member}")
+        actual = _sha256(csv_path)
+        if actual != dataset.sha256:
+            raise DatasetError(
+                f"{source}: checksum mismatch for {dataset.csv_member} (expected sha256 "
+                f"{dataset.sha256[:12]}..., got {actual[:12]}...): not the expected archive"
+            )
+        target = home / dataset.name
+        if target.exists():
+            # set the old copy aside inside staging: it goes when staging does
+            os.replace(target, staging / "previous")
+        os.replace(csv_path.parent, target)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _safe_extract(archive: zipfile.ZipFile, target: Path, what: str) -> None:
+    """Extract every member under ``target``, refusing the archive if any would land outside."""
+    root = target.resolve()
+    members = archive.infolist()
+    for member in members:
+        destination = (root / member.filename).resolve()
+        if not destination.is_relative_to(root) or destination == root and not member.is_dir():
+            raise DatasetError(f"archive member escapes the target directory: {member.filename}")
+    with task(f"{what}: unpacking (bytes)", total=sum(m.file_size for m in members)) as bar:
+        for member in members:
+            archive.extract(member, target)
+            bar.advance(member.file_size)
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fetch(url: str, part: Path, timeout: float) -> None:
-    """Download ``url`` into ``part``, resuming from its current size when the server allows."""
-    import requests
-
-    have = part.stat().st_size if part.exists() else 0
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    try:
-        with requests.get(url, stream=True, timeout=timeout, headers=headers) as response:
-            if response.status_code == 416:  # already complete
-                return
-            if response.status_code >= 400:
-                raise DatasetError(f"download failed: HTTP {response.status_code} for {url}")
-            resumed = response.status_code == 206
-            if have and not resumed:
-                have = 0  # the server ignored the Range header: start again
-            total = response.headers.get("Content-Length")
-            total = int(total) + have if total and total.isdigit() else None
-            with open(part, "ab" if resumed else "wb") as out, task("downloading", total=total) as bar:
-                bar.advance(have)
-                for chunk in response.iter_content(chunk_size=1 << 16):
-                    out.write(chunk)
-                    bar.advance(len(chunk))
-    except requests.RequestException as exc:
-        raise DatasetError(
-            f"download interrupted ({type(exc).__name__}); the partial file {part} is kept: "
-            "run the same command again to resume"
-        ) from None
-
-
-def _safe_extract(archive: zipfile.ZipFile, target: Path) -> None:
-    root = target.resolve()
-    members = archive.infolist()
-    with task("unpacking", total=len(members)) as bar:
-        for member in members:
-            destination = (target / member.filename).resolve()
-            if root not in destination.parents and destination != root:
-                raise DatasetError(f"archive member escapes the target directory: {member.filename}")
-            archive.extract(member, target)
-            bar.advance(1)
-
-
-def download_dataset(name: str, *, url: str | None = None, home: Path | None = None,
-                     force: bool = False, timeout: float = 60.0) -> Path:
-    """Download, verify and unpack a dataset into the data home; return its directory.
-
-    ``url`` overrides the archive location: an http(s) URL, a ``file://`` URL or a local
-    path to a copy of the archive. An interrupted download leaves ``<name>.zip.part`` in the
-    data home and the next call resumes it. Nothing is moved into place before the CSV's
-    checksum matches.
-    """
-    dataset = get_dataset(name)
-    home = home or data_home()
-    existing = dataset_path(name, home)
-    if existing is not None and not force:
-        return existing
-    home.mkdir(parents=True, exist_ok=True)
-    source = url or dataset.url
-    parsed = urlparse(source)
-    if parsed.scheme in ("http", "https"):
-        part = home / f"{dataset.name}.zip.part"
-        _fetch(source, part, timeout)
-        archive_path = part
-    else:
-        archive_path = Path(parsed.path if parsed.scheme == "file" else source).expanduser()
-        if not archive_path.is_file():
-            raise DatasetError(f"archive not found: {archive_path}")
-
-    staging = Path(tempfile.mkdtemp(prefix=f".{dataset.name}-", dir=home))
-    try:
-        try:
-            with zipfile.ZipFile(archive_path) as archive:
-                _safe_extract(archive, staging)
-        except zipfile.BadZipFile:
-            if archive_path.suffix == ".part":
-                archive_path.unlink()
-            raise DatasetError(f"{source} is not a valid zip archive; it was removed, try again") from None
-        csv_path = staging / dataset.csv_member
-        if not csv_path.is_file():
-            raise DatasetError(f"the archive has no {dataset.csv_member}")
-        actual = _sha256(csv_path)
-        if actual != dataset.sha256:
-            raise DatasetError(
-                f"checksum mismatch for {dataset.csv_member}: expected {dataset.sha256[:12]}..., "
-                f"got {actual[:12]}...; the archive is not the expected one"
-            )
-        target = home / dataset.name
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(csv_path.parent, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    if archive_path.suffix == ".part":
-        archive_path.unlink(missing_ok=True)
-    return target
