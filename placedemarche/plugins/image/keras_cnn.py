@@ -24,6 +24,12 @@ class WeightsUnavailableError(PlaceDeMarcheError):
     """Pretrained weights are neither in the Keras cache nor downloadable."""
 
 
+def quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ start-up chatter (CUDA probing on CPU machines); TF_CPP_MIN_LOG_LEVEL
+    set by the user wins. Real failures still surface as Python exceptions."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")).expanduser() / "models"
 
@@ -74,6 +80,7 @@ class KerasBackbone(ImageExtractor):
     def load_base(self):
         """The headless, average-pooled backbone with this plugin's weights."""
         self.require()
+        quiet_tensorflow()
         import keras
 
         size = self.image_size()

@@ -2,30 +2,60 @@
 
 from __future__ import annotations
 
+import numbers
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
 
 import numpy as np
 
 from placedemarche import ImageExtractor, hookimpl
-from placedemarche.core.errors import ImageReadError
+from placedemarche.core.errors import CatalogError, ImageReadError, PluginConfigError
 from placedemarche.core.progress import task
+
+#: Fewest visual words the vocabulary is shrunk to when there are few descriptors.
+MIN_WORDS = 8
+#: Descriptors per visual word below which the vocabulary is shrunk (k-means needs a few
+#: points per centre to place it anywhere meaningful).
+DESCRIPTORS_PER_WORD = 10
+
+
+def read_grayscale(path, max_side: int) -> np.ndarray:
+    """A uint8 grayscale image whose longer side is at most ``max_side``; raises
+    ImageReadError naming the file when it is missing or cannot be decoded."""
+    import cv2
+
+    # np.fromfile + imdecode rather than imread: imread fails silently on non-ASCII paths.
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data is not None and data.size else None
+    if image is None:
+        raise ImageReadError(f"sift: cannot decode image {path}: the file is missing, empty or "
+                             "corrupt; replace or remove it")
+    scale = max_side / max(image.shape)
+    if scale < 1:
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return image
 
 
 class SiftExtractor(ImageExtractor):
     """SIFT keypoints per image, quantised on a visual vocabulary, as TF-IDF histograms.
 
-    The vocabulary (MiniBatchKMeans over a sample of the descriptors) and the IDF weights
-    are learned from the images given to ``fit`` only. Images with no keypoint give a zero
-    row. Descriptors are computed in a thread pool (OpenCV releases the GIL).
+    The vocabulary (MiniBatchKMeans over at most ``max_descriptors_fit`` sampled descriptors)
+    and the IDF weights are learned from the images given to ``fit`` only. Each row is the
+    IDF-weighted count of visual words in one image, L2-normalised; an image with no
+    keypoint gives a zero row. Descriptors are computed in a thread pool (OpenCV releases
+    the GIL) and kept as uint8 (SIFT values are integers 0..255): at most
+    ``max_keypoints * 128`` bytes per image.
 
     Args:
-        n_words: size of the visual vocabulary (reduced when there are too few descriptors).
+        n_words: size of the visual vocabulary; shrunk to one word per 10 descriptors
+            (at least 8) when ``fit`` gets too few descriptors.
         max_side: images are downscaled so their longer side is at most this many pixels.
         max_keypoints: strongest keypoints kept per image.
-        max_descriptors_fit: descriptors sampled to learn the vocabulary (bounds memory).
-        workers: threads for descriptor extraction (default: CPU count).
-        random_state: seed of the sampling and of k-means.
+        max_descriptors_fit: descriptors sampled to learn the vocabulary (bounds memory
+            and time of the k-means).
+        workers: threads for descriptor extraction (default: CPU count, at most 8).
+        random_state: seed of the descriptor sample and of k-means.
 
     Usage::
 
@@ -47,62 +77,68 @@ class SiftExtractor(ImageExtractor):
         self.workers = workers
         self.random_state = random_state
 
+    # -- descriptors ------------------------------------------------------------------------
     def _describe_one(self, path) -> np.ndarray:
         import cv2
 
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if image is None:
-            raise ImageReadError(f"sift: cannot decode image {path}")
-        scale = self.max_side / max(image.shape)
-        if scale < 1:
-            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        sift = cv2.SIFT_create(nfeatures=self.max_keypoints)
-        _, descriptors = sift.detectAndCompute(image, None)
+        image = read_grayscale(path, self.max_side)
+        _, descriptors = cv2.SIFT_create(nfeatures=self.max_keypoints).detectAndCompute(image, None)
         if descriptors is None:
-            return np.zeros((0, 128), dtype=np.float32)
-        return descriptors.astype(np.float32)
+            return np.zeros((0, 128), dtype=np.uint8)
+        # nfeatures keeps the strongest keypoints, but ties and extra orientations can exceed it.
+        return descriptors[: self.max_keypoints].astype(np.uint8)
 
     def _describe(self, paths, label: str) -> list[np.ndarray]:
         self.require()
         paths = list(paths)
-        results: list[np.ndarray] = [None] * len(paths)  # type: ignore[list-item]
-        workers = self.workers or os.cpu_count() or 1
+        results: list[np.ndarray | None] = [None] * len(paths)
+        workers = self.workers or min(8, os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=workers) as pool, task(label, total=len(paths)) as bar:
             futures = {pool.submit(self._describe_one, p): i for i, p in enumerate(paths)}
-            for future in futures:  # in submission order; progress advances as each is done
-                results[futures[future]] = future.result()
-                bar.advance(1)
-        return results
+            try:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    bar.advance(1)
+            except BaseException:
+                for future in futures:  # do not decode the rest after a bad image
+                    future.cancel()
+                raise
+        return results  # type: ignore[return-value]
 
-    def fit(self, X, y=None):
-        descriptors = self._describe(X, "sift: descriptors (fit)")
-        self._learn(descriptors)
-        self._fitted_histograms_ = self._histograms(descriptors)
-        self._fitted_inputs_ = [str(p) for p in X]
-        return self
+    # -- learning ---------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        for param, least in (("n_words", 2), ("max_side", 16), ("max_keypoints", 1),
+                             ("max_descriptors_fit", 2)):
+            value = getattr(self, param)
+            if not isinstance(value, numbers.Integral) or value < least:
+                raise PluginConfigError(f"sift: {param} must be an integer >= {least}, got {value!r}")
 
     def _learn(self, descriptors: list[np.ndarray]) -> None:
         from sklearn.cluster import MiniBatchKMeans
 
-        stacked = np.concatenate([d for d in descriptors if len(d)] or [np.zeros((0, 128), np.float32)])
-        if len(stacked) < 2:
-            raise ImageReadError("sift: fewer than 2 keypoints in all the images given to fit")
-        rng = np.random.default_rng(self.random_state)
+        total = sum(len(d) for d in descriptors)
+        if total < MIN_WORDS:
+            raise CatalogError(f"sift: only {total} keypoints in the {len(descriptors)} images "
+                                 f"given to fit; need at least {MIN_WORDS} to learn visual words (blank images?)")
+        stacked = np.concatenate([d for d in descriptors if len(d)])
         if len(stacked) > self.max_descriptors_fit:
-            stacked = stacked[rng.choice(len(stacked), self.max_descriptors_fit, replace=False)]
-        n_words = int(min(self.n_words, max(2, len(stacked) // 10)))
+            rng = np.random.default_rng(self.random_state)
+            keep = np.sort(rng.choice(len(stacked), self.max_descriptors_fit, replace=False))
+            stacked = stacked[keep]
+        n_words = min(self.n_words, max(MIN_WORDS, len(stacked) // DESCRIPTORS_PER_WORD))
         self.vocabulary_ = MiniBatchKMeans(n_clusters=n_words, random_state=self.random_state,
-                                           batch_size=4096, n_init=3).fit(stacked)
+                                           batch_size=4096, n_init=3).fit(stacked.astype(np.float32))
+        self.n_words_ = n_words
         counts = self._counts(descriptors)
         df = (counts > 0).sum(axis=0)
         self.idf_ = (np.log((1 + len(counts)) / (1 + df)) + 1.0).astype(np.float32)
 
     def _counts(self, descriptors: list[np.ndarray]) -> np.ndarray:
-        n_words = self.vocabulary_.n_clusters
-        counts = np.zeros((len(descriptors), n_words), dtype=np.float32)
+        counts = np.zeros((len(descriptors), self.n_words_), dtype=np.float32)
         for i, d in enumerate(descriptors):
             if len(d):
-                counts[i] = np.bincount(self.vocabulary_.predict(d), minlength=n_words)
+                words = self.vocabulary_.predict(d.astype(np.float32))
+                counts[i] = np.bincount(words, minlength=self.n_words_)
         return counts
 
     def _histograms(self, descriptors: list[np.ndarray]) -> np.ndarray:
@@ -110,10 +146,22 @@ class SiftExtractor(ImageExtractor):
         norms = np.linalg.norm(weighted, axis=1, keepdims=True)
         return np.divide(weighted, norms, out=np.zeros_like(weighted), where=norms > 0)
 
+    # -- the transformer API ----------------------------------------------------------------
+    def fit(self, X, y=None):
+        self._check_params()
+        self._learn(self._describe(X, "sift: descriptors (fit)"))
+        return self
+
     def transform(self, X):
-        if getattr(self, "_fitted_inputs_", None) == [str(p) for p in X]:
-            return self._fitted_histograms_  # fit_transform: descriptors already computed
+        if not hasattr(self, "vocabulary_"):
+            raise PluginConfigError("sift: call fit (or fit_transform) before transform")
         return self._histograms(self._describe(X, "sift: descriptors"))
+
+    def fit_transform(self, X, y=None):
+        self._check_params()
+        descriptors = self._describe(X, "sift: descriptors (fit)")  # computed once, used twice
+        self._learn(descriptors)
+        return self._histograms(descriptors)
 
 
 @hookimpl

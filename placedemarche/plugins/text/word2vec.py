@@ -3,37 +3,45 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 
 import numpy as np
 
 from placedemarche import TextExtractor, hookimpl
+from placedemarche.core.errors import CatalogError, PluginConfigError
 from placedemarche.core.text import TextPreprocessor
 
 
 def stable_hash(text: str) -> int:
-    """Process-independent hash for gensim's vector initialisation (``hash()`` is salted)."""
+    """Process-independent hash for gensim's vector initialisation (``hash()`` is salted
+    by PYTHONHASHSEED, which would make the vectors differ from one run to the next)."""
     return int.from_bytes(hashlib.md5(text.encode("utf-8")).digest()[:4], "little")
 
 
 class Word2VecExtractor(TextExtractor):
     """Word vectors learned from the texts given to ``fit``, averaged per text.
 
-    Texts with no known word get a zero vector. Training is single-threaded and seeded, so
-    the same texts and parameters give the same vectors.
+    The word vectors and the IDF weights come from the ``fit`` texts only; ``transform``
+    ignores words it did not learn, and a text with no known word gets a zero vector.
+    Training is single-threaded, seeded and independent of ``PYTHONHASHSEED``, so the same
+    texts and parameters give the same vectors in every process.
 
     Args:
         vector_size: dimension of the word vectors.
-        window: context window.
-        min_count: ignore words rarer than this in the training texts.
+        window: context window (words on each side).
+        min_count: ignore words seen fewer times in the training texts (falls back to 1
+            when no word is that frequent, e.g. on a handful of texts).
         epochs: training passes.
         sg: 1 for skip-gram, 0 for CBOW.
-        pooling: "mean", or "tfidf" for an IDF-weighted mean (IDF learned in ``fit``).
+        pooling: "mean" (plain mean of the word vectors) or "tfidf" (each occurrence
+            weighted by the word's IDF, so frequent words count as often as they occur
+            but generic ones weigh less).
         normalise: "lemma", "stem" or "none" (see placedemarche.core.text).
-        seed: random seed.
+        seed: random seed of the initial vectors and of negative sampling.
 
     Usage::
 
-        X = Word2VecExtractor(vector_size=100).fit_transform(texts)
+        X = Word2VecExtractor(vector_size=100, pooling="mean").fit_transform(texts)
     """
 
     name = "word2vec"
@@ -53,43 +61,56 @@ class Word2VecExtractor(TextExtractor):
         self.normalise = normalise
         self.seed = seed
 
-    def _tokens(self, texts):
+    def _tokens(self, texts) -> list[list[str]]:
         preprocess = TextPreprocessor(normalise=self.normalise)
         return [preprocess(t) for t in texts]
 
     def fit(self, X, y=None):
         self.require()
         if self.pooling not in ("mean", "tfidf"):
-            raise ValueError(f"word2vec: unknown pooling '{self.pooling}': use mean or tfidf")
+            raise PluginConfigError(f"word2vec: unknown pooling '{self.pooling}': use mean or tfidf")
         from gensim.models import Word2Vec
+        from gensim.models.callbacks import CallbackAny2Vec
 
         from placedemarche.core.progress import task
 
         tokens = self._tokens(X)
-        min_count = self.min_count if len(tokens) >= 20 else 1
-        with task("word2vec: training", total=None):
-            # workers=1 and a seed-independent hash make training reproducible.
+        counts = Counter(w for doc in tokens for w in doc)
+        if not counts:
+            raise CatalogError("word2vec: the texts given to fit contain no word to learn from "
+                               "(all empty or stopwords); check the text field")
+        min_count = self.min_count if max(counts.values()) >= self.min_count else 1
+
+        with task("word2vec: training", total=self.epochs) as progress:
+            class EpochProgress(CallbackAny2Vec):  # gensim calls it from this (the main) thread
+                def on_epoch_end(self, model):
+                    progress.advance(1)
+
+            # workers=1 and a salt-free hash make training reproducible.
             self.model_ = Word2Vec(sentences=tokens, vector_size=self.vector_size, window=self.window,
                                    min_count=min_count, epochs=self.epochs, sg=self.sg,
-                                   seed=self.seed, workers=1, hashfxn=stable_hash)
+                                   seed=self.seed, workers=1, hashfxn=stable_hash,
+                                   callbacks=[EpochProgress()])
+        self.model_.callbacks = ()  # the callback holds the finished progress task
         documents = len(tokens)
-        df: dict[str, int] = {}
-        for doc in tokens:
-            for word in set(doc):
-                df[word] = df.get(word, 0) + 1
+        df = Counter(w for doc in tokens for w in set(doc))
         self.idf_ = {w: float(np.log((1 + documents) / (1 + n)) + 1.0) for w, n in df.items()}
         return self
 
     def transform(self, X):
+        if not hasattr(self, "model_"):
+            raise PluginConfigError("word2vec: call fit (or fit_transform) before transform")
         vectors = self.model_.wv
         out = np.zeros((len(X), self.vector_size), dtype=np.float32)
         for i, doc in enumerate(self._tokens(X)):
             known = [w for w in doc if w in vectors.key_to_index]
             if not known:
                 continue
-            weights = np.array([self.idf_.get(w, 1.0) if self.pooling == "tfidf" else 1.0 for w in known],
-                               dtype=np.float32)
-            out[i] = (vectors[known] * weights[:, None]).sum(0) / weights.sum()
+            if self.pooling == "tfidf":
+                weights = np.array([self.idf_[w] for w in known], dtype=np.float32)
+            else:
+                weights = np.ones(len(known), dtype=np.float32)
+            out[i] = weights @ vectors[known] / weights.sum()
         return out
 
     def fit_transform(self, X, y=None):
