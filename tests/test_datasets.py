@@ -330,3 +330,13 @@ def test_cli_url_force_and_data_home(fake_flipkart, httpserver, tmp_path):
     assert "Traceback" not in failed.output
     assert (other / "flipkart" / "flipkart_com-ecommerce_sample_1050.csv").read_bytes() == CSV
     assert not httpserver.log
+
+
+def test_cli_interrupt_says_how_to_resume(fake_flipkart, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets, "download_dataset", interrupted)
+    result = CliRunner().invoke(cli, ["dataset", "download", "flipkart"])
+    assert result.exit_code == 130
+    assert "partial download is kept; run the same command again to resume" in result.output

@@ -27,14 +27,19 @@ def download(name, url, force, data_home):
     An interrupted download is resumed by running the same command again.
     """
     from ..core.datasets import dataset_path, download_dataset
-    from .render import console, progress_bars
+    from .render import console, err_console, progress_bars
 
     present = None if force else dataset_path(name, data_home)
     if present is not None:
         console.print(f"{name}: already in {present} (--force to download again)", highlight=False)
         return
-    with progress_bars():
-        path = download_dataset(name, url=url, force=force, home=data_home)
+    try:
+        with progress_bars():
+            path = download_dataset(name, url=url, force=force, home=data_home)
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted:[/] the partial download is kept; run the same "
+                          "command again to resume", highlight=False)
+        raise SystemExit(130) from None
     console.print(f"{name}: verified and unpacked into {path}", highlight=False)
 
 
