@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 
@@ -10,38 +11,48 @@ import pytest
 from click.testing import CliRunner
 from werkzeug import Response
 
+from placedemarche import Source
 from placedemarche.cli.main import cli
+from placedemarche.core import http
+from placedemarche.core.base import SourcePage
 from placedemarche.core.catalog import load_catalog
-from placedemarche.core.collect import collect
+from placedemarche.core.collect import collect, state_path
 from placedemarche.core.errors import SourceError
-from placedemarche.core.http import RateLimitedClient
 from placedemarche.core.plugins import create_plugin
 
 PAGE_SIZE = 3
 TOTAL = 8
 
 
-def off_product(i: int) -> dict:
+@pytest.fixture(autouse=True)
+def slept(monkeypatch):
+    """Every wait a client asks for (rate limit, backoff, Retry-After), without waiting."""
+    waits: list[float] = []
+    monkeypatch.setattr(http, "default_sleep", waits.append)
+    return waits
+
+
+def off_product(i: int, base: str) -> dict:
     return {"code": f"{3000 + i}", "product_name": f"Champagne brut n°{i} – cuvée", "brands": "Maison",
             "categories": "Boissons,Vins,Champagnes", "categories_tags": ["en:wines", "en:champagnes"],
-            "ingredients_text": f"raisins {i}", "image_url": f"IMAGE/{i}.jpg"}
+            "ingredients_text": f"raisins {i}", "image_url": f"{base}/img/{i}.jpg"}
 
 
 def off_page(page: int, base: str) -> dict:
-    products = [off_product(i) for i in range((page - 1) * PAGE_SIZE, min(page * PAGE_SIZE, TOTAL))]
-    for p in products:
-        p["image_url"] = p["image_url"].replace("IMAGE", base + "/img")
-    return {"count": TOTAL, "page": page, "page_size": PAGE_SIZE, "products": products}
+    products = [off_product(i, base) for i in range((page - 1) * PAGE_SIZE, min(page * PAGE_SIZE, TOTAL))]
+    return {"count": TOTAL, "page": page, "page_size": PAGE_SIZE, "skip": (page - 1) * PAGE_SIZE,
+            "products": products}
 
 
 def serve_off(httpserver, fail=None):
-    """Serve the search endpoint; ``fail(page, calls)`` may return a Response to send instead."""
+    """Serve the search endpoint; ``fail(page, call)`` may return a Response to send instead."""
     calls: dict[int, int] = {}
 
     def handler(request):
         page = int(request.args["page"])
         calls[page] = calls.get(page, 0) + 1
         assert request.args["search_terms"] == "champagne" and request.args["json"] == "1"
+        assert request.args["page_size"] == str(PAGE_SIZE) and "product_name" in request.args["fields"]
         assert request.headers["User-Agent"].startswith("placedemarche/")
         if fail is not None:
             response = fail(page, calls[page])
@@ -56,13 +67,20 @@ def serve_off(httpserver, fail=None):
 
 def off(httpserver, **params):
     defaults = dict(base_url=httpserver.url_for("/"), page_size=PAGE_SIZE, min_interval=0.0,
-                    backoff_factor=0.0, max_retries=2, timeout=5.0)
+                    max_retries=2, timeout=5.0)
     return create_plugin("source", "openfoodfacts", **{**defaults, **params})
 
 
 def read_csv(path):
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def ids(path):
+    return [r["foodId"] for r in read_csv(path)]
+
+
+ALL_IDS = [str(3000 + i) for i in range(TOTAL)]
 
 
 def test_pagination_and_study_columns(httpserver, tmp_path):
@@ -72,7 +90,12 @@ def test_pagination_and_study_columns(httpserver, tmp_path):
     assert summary.complete and summary.pages == 3 and summary.products == TOTAL == len(rows)
     assert list(rows[0]) == ["foodId", "label", "category", "foodContentsLabel", "image"]
     assert rows[0]["label"] == "Champagne brut n°0 – cuvée"  # non-ASCII kept intact
-    assert rows[7]["foodId"] == "3007" and calls == {1: 1, 2: 1, 3: 1}
+    assert rows[1] == {"foodId": "3001", "label": "Champagne brut n°1 – cuvée",
+                       "category": "Boissons,Vins,Champagnes", "foodContentsLabel": "raisins 1",
+                       "image": httpserver.url_for("/img/1.jpg")}
+    assert ids(tmp_path / "out.csv") == ALL_IDS and calls == {1: 1, 2: 1, 3: 1}
+    state = json.loads(state_path(tmp_path / "out.csv").read_text())
+    assert state["complete"] and state["pages"] == 3 and state["query"] == "champagne"
 
 
 def test_limit_stops_early_and_jsonl(httpserver, tmp_path):
@@ -80,19 +103,45 @@ def test_limit_stops_early_and_jsonl(httpserver, tmp_path):
     summary = collect(off(httpserver), "champagne", tmp_path / "out.jsonl", limit=4,
                       fields=["foodId", "label", "brands"])
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert summary.products == 4 and len(lines) == 4 and set(calls) == {1, 2}
+    assert summary.products == 4 and len(lines) == 4 and calls == {1: 1, 2: 1}  # no third request
     assert lines[0] == {"foodId": "3000", "label": "Champagne brut n°0 – cuvée", "brands": "Maison"}
 
 
-def test_429_then_success_is_retried_with_retry_after(httpserver, tmp_path):
+def test_429_then_success_honours_retry_after(httpserver, tmp_path, slept):
     def fail(page, call):
         if page == 2 and call == 1:
-            return Response("slow down", status=429, headers={"Retry-After": "1"})
+            return Response("slow down", status=429, headers={"Retry-After": "7"})
     calls = serve_off(httpserver, fail)
-    started = time.monotonic()
-    summary = collect(off(httpserver), "champagne", tmp_path / "out.csv")
+    source = off(httpserver)
+    summary = collect(source, "champagne", tmp_path / "out.csv")
     assert calls[2] == 2 and summary.retries == 1 and summary.products == TOTAL
-    assert time.monotonic() - started >= 0.9  # the server's Retry-After was waited for
+    assert slept == [7.0] and summary.waited == 7.0  # the server's Retry-After, not the backoff
+    assert source.client_.waits == [("retry after HTTP 429", 7.0)]
+
+
+def test_5xx_retried_with_exponential_backoff(httpserver, tmp_path, slept):
+    def fail(page, call):
+        if page == 1 and call <= 2:
+            return Response("busy", status=503)
+    calls = serve_off(httpserver, fail)
+    summary = collect(off(httpserver, backoff_factor=0.5), "champagne", tmp_path / "out.csv")
+    assert calls[1] == 3 and summary.retries == 2 and summary.products == TOTAL
+    assert slept == [0.5, 1.0]  # backoff_factor * 2**(n-1)
+
+
+def test_rate_limit_spaces_requests(httpserver, tmp_path, slept):
+    serve_off(httpserver)
+    source = off(httpserver, min_interval=6.0)
+    collect(source, "champagne", tmp_path / "out.csv")
+    assert [reason for reason, _ in source.client_.waits] == ["rate limit", "rate limit"]
+    assert len(slept) == 2 and all(5.0 < s <= 6.0 for s in slept)  # 3 pages: 2 waits of ~6 s
+
+
+def test_time_budget_stops_a_long_retry_after(httpserver, tmp_path, slept):
+    serve_off(httpserver, lambda page, call: Response("later", status=429, headers={"Retry-After": "3600"}))
+    with pytest.raises(SourceError, match=r"page 1: waiting 3600 s .* time budget of 60 s.*--resume"):
+        collect(off(httpserver, time_budget=60), "champagne", tmp_path / "out.csv")
+    assert slept == []
 
 
 def test_500_on_page_3_keeps_pages_and_resume_completes(httpserver, tmp_path):
@@ -101,18 +150,34 @@ def test_500_on_page_3_keeps_pages_and_resume_completes(httpserver, tmp_path):
     def fail(page, call):
         if page == 3 and broken["on"]:
             return Response("oops", status=500)
-    serve_off(httpserver, fail)
+    calls = serve_off(httpserver, fail)
     out = tmp_path / "out.csv"
     with pytest.raises(SourceError, match=r"page 3: HTTP 500 .*2 page\(s\), 6 product\(s\) kept.*--resume"):
         collect(off(httpserver), "champagne", out)
-    assert len(read_csv(out)) == 6
-    with pytest.raises(SourceError, match="already exists"):
+    assert ids(out) == ALL_IDS[:6] and calls[3] == 3  # tried, retried twice, then gave up
+    with pytest.raises(SourceError, match="already exists.*--resume"):
         collect(off(httpserver), "champagne", out)
     broken["on"] = False
     summary = collect(off(httpserver), "champagne", out, resume=True)
-    rows = read_csv(out)
-    assert summary.resumed_from_page == 3 and summary.complete
-    assert [r["foodId"] for r in rows] == [str(3000 + i) for i in range(TOTAL)]
+    assert summary.resumed_from_page == 3 and summary.complete and summary.products == TOTAL
+    assert ids(out) == ALL_IDS and calls[1] == 1  # page 1 was not fetched again
+
+
+def test_500_then_resume_from_the_cli(httpserver, tmp_path):
+    broken = {"on": True}
+    serve_off(httpserver, lambda page, call: Response("oops", status=500) if page == 3 and broken["on"] else None)
+    out = tmp_path / "out.csv"
+    args = ["source", "run", "off", "--q", "champagne", "-o", str(out), "--no-progress",
+            "--base-url", httpserver.url_for("/"), "--option", "page_size=3",
+            "--option", "max_retries=0", "--option", "min_interval=0"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "error: openfoodfacts page 3: HTTP 500" in result.output and "--resume" in result.output
+    broken["on"] = False
+    result = CliRunner().invoke(cli, args + ["--resume"])
+    assert result.exit_code == 0, result.output
+    assert "8 product(s) written" in result.output and "(resumed at page 3)" in result.output
+    assert ids(out) == ALL_IDS
 
 
 def test_resume_drops_a_half_written_page(httpserver, tmp_path):
@@ -125,76 +190,142 @@ def test_resume_drops_a_half_written_page(httpserver, tmp_path):
     httpserver.clear()
     serve_off(httpserver)
     collect(off(httpserver), "champagne", out, resume=True)
-    assert [r["foodId"] for r in read_csv(out)] == [str(3000 + i) for i in range(TOTAL)]
+    assert ids(out) == ALL_IDS
 
 
-def test_resume_refuses_other_settings(httpserver, tmp_path):
+def test_resume_refuses_other_settings_and_nothing_to_resume(httpserver, tmp_path):
     serve_off(httpserver)
     out = tmp_path / "out.csv"
+    with pytest.raises(SourceError, match="nothing to resume"):
+        collect(off(httpserver), "champagne", out, resume=True)
     collect(off(httpserver), "champagne", out, limit=2)
     with pytest.raises(SourceError, match="other settings"):
         collect(off(httpserver), "prosecco", out, resume=True)
+    assert collect(off(httpserver), "champagne", out, resume=True).complete  # already done: no-op
+    assert ids(out) == ALL_IDS[:2]
 
 
-def test_timeout(httpserver, tmp_path):
+def test_timeout_is_retried_then_reported(httpserver, tmp_path, slept):
     def slow(request):
-        time.sleep(1.0)
-        return Response("{}", content_type="application/json")
+        time.sleep(0.4)
+        return Response(json.dumps({"count": 0, "products": []}), content_type="application/json")
+    httpserver.expect_oneshot_request("/cgi/search.pl").respond_with_handler(slow)
+    httpserver.expect_oneshot_request("/cgi/search.pl").respond_with_json(off_page(1, "http://x"))
+    source = off(httpserver, timeout=0.3, max_retries=1, page_size=10)
+    summary = collect(source, "champagne", tmp_path / "a.csv", limit=2)
+    assert summary.products == 2 and summary.retries == 1
+    assert source.client_.waits[0][0] == "retry after ReadTimeoutError"
+
+    httpserver.clear()
     httpserver.expect_request("/cgi/search.pl").respond_with_handler(slow)
-    with pytest.raises(SourceError, match="timed out after 0.3 s|gave up after retries"):
-        collect(off(httpserver, timeout=0.3, max_retries=0), "champagne", tmp_path / "o.csv")
+    with pytest.raises(SourceError, match=r"page 1: timed out after 0.3 s"):
+        collect(off(httpserver, timeout=0.3, max_retries=1), "champagne", tmp_path / "b.csv")
 
 
 def test_malformed_json_and_empty_results(httpserver, tmp_path):
     httpserver.expect_oneshot_request("/cgi/search.pl").respond_with_data("<html>maintenance</html>")
     with pytest.raises(SourceError, match="page 1: the response is not valid JSON"):
         collect(off(httpserver), "champagne", tmp_path / "a.csv")
+    httpserver.expect_oneshot_request("/cgi/search.pl").respond_with_json({"count": 3, "products": "oops"})
+    with pytest.raises(SourceError, match="page 1: unexpected response"):
+        collect(off(httpserver), "champagne", tmp_path / "b.csv")
     httpserver.expect_oneshot_request("/cgi/search.pl").respond_with_json({"count": 0, "products": []})
-    summary = collect(off(httpserver), "champagne", tmp_path / "b.csv")
-    assert summary.products == 0 and summary.complete
-    assert read_csv(tmp_path / "b.csv") == []
+    summary = collect(off(httpserver), "champagne", tmp_path / "c.csv")
+    assert summary.products == 0 and summary.pages == 1 and summary.complete
+    assert (tmp_path / "c.csv").read_text() == "foodId,label,category,foodContentsLabel,image\n"
 
 
 def test_missing_fields_are_empty(httpserver, tmp_path):
     httpserver.expect_request("/cgi/search.pl").respond_with_json(
-        {"count": 1, "products": [{"code": "1", "categories_tags": ["en:champagnes"]}]})
+        {"count": 2, "products": [{"code": "1", "categories_tags": ["en:champagnes"]},
+                                  {"code": "2", "product_name": None, "categories": "Vins"}]})
     collect(off(httpserver), "champagne", tmp_path / "o.csv")
-    row = read_csv(tmp_path / "o.csv")[0]
-    assert row == {"foodId": "1", "label": "", "category": "en:champagnes", "foodContentsLabel": "", "image": ""}
+    assert read_csv(tmp_path / "o.csv") == [
+        {"foodId": "1", "label": "", "category": "en:champagnes", "foodContentsLabel": "", "image": ""},
+        {"foodId": "2", "label": "", "category": "Vins", "foodContentsLabel": "", "image": ""}]
+
+
+def test_products_repeated_across_pages_are_written_once(httpserver, tmp_path):
+    def page(request):
+        number = int(request.args["page"])
+        codes = {1: ["a", "b", "c"], 2: ["c", "d", "a"], 3: ["e"]}[number]
+        return Response(json.dumps({"count": 7, "page_size": 3,
+                                    "products": [{"code": c, "product_name": c.upper()} for c in codes]}),
+                        content_type="application/json")
+    httpserver.expect_request("/cgi/search.pl").respond_with_handler(page)
+    summary = collect(off(httpserver), "champagne", tmp_path / "o.csv")
+    assert ids(tmp_path / "o.csv") == ["a", "b", "c", "d", "e"] and summary.duplicates == 2
+    assert len(load_catalog(tmp_path / "o.csv")) == 5  # unique ids: a valid catalogue
+
+
+def test_unknown_field_fails_before_any_request(httpserver, tmp_path):
+    with pytest.raises(SourceError, match="openfoodfacts has no field 'colour'.*brands"):
+        collect(off(httpserver), "champagne", tmp_path / "o.csv", fields=["foodId", "colour"])
+    assert httpserver.log == [] and not (tmp_path / "o.csv").exists()
+
+
+def _jpeg() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 180, 40)).save(buffer, format="JPEG")
+    return buffer.getvalue()
 
 
 def test_images_downloaded_failures_skipped_and_catalogue_loads(httpserver, tmp_path):
-    import cv2
-    import numpy as np
-
     serve_off(httpserver)
-    ok, png = cv2.imencode(".jpg", np.full((8, 8, 3), 200, np.uint8))
     for i in range(TOTAL):
         if i == 5:
             httpserver.expect_request(f"/img/{i}.jpg").respond_with_data("gone", status=404)
+        elif i == 6:  # a 200 that is not an image (a CDN error page)
+            httpserver.expect_request(f"/img/{i}.jpg").respond_with_data("<html>", content_type="text/html")
         else:
-            httpserver.expect_request(f"/img/{i}.jpg").respond_with_data(png.tobytes(), content_type="image/jpeg")
+            httpserver.expect_request(f"/img/{i}.jpg").respond_with_data(_jpeg(), content_type="image/jpeg")
     out = tmp_path / "cat" / "champagne.csv"
-    summary = collect(off(httpserver), "champagne", out, images_dir=tmp_path / "cat" / "images")
-    assert summary.images == TOTAL - 1 and len(summary.skipped_images) == 1
-    assert summary.skipped_images[0].startswith("3005: ")
+    result = CliRunner().invoke(cli, ["source", "run", "openfoodfacts", "--q", "champagne", "-o", str(out),
+                                      "--images", str(tmp_path / "cat" / "images"), "--no-progress",
+                                      "--base-url", httpserver.url_for("/"), "--option", "page_size=3",
+                                      "--option", "min_interval=0"])
+    assert result.exit_code == 0, result.output
+    assert "8 product(s) written" in result.output and "6 image(s), 2 image(s) skipped" in result.output
+    assert "skipped image 3005: HTTP 404" in result.output
+    assert "skipped image 3006: image file cannot be decoded" in result.output
     rows = read_csv(out)
+    assert list(rows[0]) == ["foodId", "label", "category", "foodContentsLabel", "image", "image_url"]
     assert rows[0]["image"] == "images/3000.jpg" and rows[0]["image_url"].endswith("/img/0.jpg")
-    catalog = load_catalog(out)
-    assert catalog.ids[0] == "3000" and catalog.labels[0] == "Boissons,Vins,Champagnes"
-    assert len(catalog.validated(image=True)) == TOTAL - 1
+    assert rows[5]["image"] == "" and rows[5]["image_url"].endswith("/img/5.jpg")
+    assert sorted(p.name for p in (tmp_path / "cat" / "images").iterdir()) == [
+        f"{3000 + i}.jpg" for i in (0, 1, 2, 3, 4, 7)]  # no .part file left behind
+    for catalog in (load_catalog(out), load_catalog(out, image_dir=tmp_path / "cat" / "images")):
+        assert catalog.ids[0] == "3000" and catalog.labels[0] == "Boissons,Vins,Champagnes"
+        assert catalog.names[0] == "Champagne brut n°0 – cuvée"
+        assert catalog.image_paths[0] == tmp_path / "cat" / "images" / "3000.jpg"
+        assert len(catalog.validated(image=True)) == TOTAL - 2
 
 
-def test_rate_limit_waits_between_requests():
-    waits = []
-    now = {"t": 0.0}
-    client = RateLimitedClient(user_agent="t", min_interval=6.0, sleep=waits.append, clock=lambda: now["t"])
-    client.last_request = 0.0
-    now["t"] = 1.5
-    with pytest.raises(SourceError):  # nothing listens on port 9: fails after the wait
-        client.session.mount("http://", __import__("requests").adapters.HTTPAdapter(max_retries=0))
-        client.get_json("http://127.0.0.1:9/x", {}, what="t")
-    assert waits == [4.5]
+class _Flaky(Source):
+    """A source without HTTP that is interrupted (Ctrl-C) on page 2 the first time."""
+
+    name = "flaky"
+    columns = {"foodId": "id", "label": "name"}
+    interrupted = False
+
+    def pages(self, query, start_page=1):
+        for number in range(start_page, 4):
+            if number == 2 and not _Flaky.interrupted:
+                _Flaky.interrupted = True
+                raise KeyboardInterrupt
+            yield SourcePage(number, [{"id": f"{number}-{i}", "name": "é"} for i in range(2)], 6, number == 3)
+
+
+def test_interruption_keeps_pages_and_resumes(tmp_path):
+    out = tmp_path / "o.csv"
+    with pytest.raises(SourceError, match=r"interrupted; 1 page\(s\), 2 product\(s\) kept .*--resume"):
+        collect(_Flaky(), "q", out)
+    assert ids(out) == ["1-0", "1-1"]
+    summary = collect(_Flaky(), "q", out, resume=True)
+    assert summary.resumed_from_page == 2 and summary.products == 6
+    assert ids(out) == ["1-0", "1-1", "2-0", "2-1", "3-0", "3-1"]
 
 
 def test_edamam_credentials_and_pages(httpserver, tmp_path, monkeypatch):
@@ -202,15 +333,17 @@ def test_edamam_credentials_and_pages(httpserver, tmp_path, monkeypatch):
     monkeypatch.delenv("EDAMAM_APP_KEY", raising=False)
     result = CliRunner().invoke(cli, ["source", "run", "edamam", "--q", "champagne", "-o", str(tmp_path / "e.csv")])
     assert result.exit_code == 1 and "edamam needs credentials: set EDAMAM_APP_ID" in result.output
-    assert not (tmp_path / "e.csv").exists()
+    assert not (tmp_path / "e.csv").exists() and httpserver.log == []
 
     next_url = httpserver.url_for("/next")
     httpserver.expect_request("/api/food-database/v2/parser").respond_with_json({
+        "text": "champagne", "parsed": [],
         "hints": [{"food": {"foodId": "food_a", "label": "Champagne", "category": "Generic foods",
                             "foodContentsLabel": "", "image": "http://x/a.jpg"}}],
-        "_links": {"next": {"href": next_url}}})
+        "_links": {"next": {"title": "Next page", "href": next_url}}})
     httpserver.expect_request("/next").respond_with_json({
-        "hints": [{"food": {"foodId": "food_b", "label": "Champagne vinaigrette", "category": "Packaged foods"}}]})
+        "hints": [{"food": {"foodId": "food_b", "label": "Vinaigrette au champagne",
+                            "category": "Packaged foods", "foodContentsLabel": "vinaigre; champagne"}}]})
     monkeypatch.setenv("EDAMAM_APP_ID", "id")
     monkeypatch.setenv("EDAMAM_APP_KEY", "key")
     result = CliRunner().invoke(cli, ["source", "run", "edamam", "--q", "champagne", "--limit", "10",
@@ -218,17 +351,33 @@ def test_edamam_credentials_and_pages(httpserver, tmp_path, monkeypatch):
                                       "--base-url", httpserver.url_for("/").rstrip("/")])
     assert result.exit_code == 0, result.output
     assert "2 product(s) written" in result.output and "2 page(s)" in result.output
-    rows = read_csv(tmp_path / "e.csv")
-    assert [r["foodId"] for r in rows] == ["food_a", "food_b"] and rows[1]["image"] == ""
-    assert httpserver.log[0][0].args["app_id"] == "id"
+    assert read_csv(tmp_path / "e.csv") == [
+        {"foodId": "food_a", "label": "Champagne", "category": "Generic foods", "foodContentsLabel": "",
+         "image": "http://x/a.jpg"},
+        {"foodId": "food_b", "label": "Vinaigrette au champagne", "category": "Packaged foods",
+         "foodContentsLabel": "vinaigre; champagne", "image": ""}]
+    first = httpserver.log[0][0].args
+    assert (first["app_id"], first["app_key"], first["ingr"]) == ("id", "key", "champagne")
 
 
-def test_cli_run_and_list(httpserver, tmp_path):
+def test_edamam_refused_credentials(httpserver, tmp_path):
+    httpserver.expect_request("/api/food-database/v2/parser").respond_with_data("", status=401)
+    source = create_plugin("source", "edamam", app_id="id", app_key="bad", base_url=httpserver.url_for("/"))
+    with pytest.raises(SourceError, match="edamam page 1: HTTP 401 .* check the credentials"):
+        collect(source, "champagne", tmp_path / "e.csv")
+
+
+def test_cli_list_and_run_with_user_agent(httpserver, tmp_path):
     serve_off(httpserver)
     runner = CliRunner()
-    assert "openfoodfacts" in runner.invoke(cli, ["source", "list"]).output
+    listing = runner.invoke(cli, ["source", "list"]).output
+    assert "openfoodfacts" in listing and "edamam" in listing
     result = runner.invoke(cli, ["source", "run", "openfoodfacts", "--q", "champagne", "--limit", "5",
-                                 "-o", str(tmp_path / "c.csv"), "--base-url", httpserver.url_for("/"),
-                                 "--option", "page_size=3", "--option", "min_interval=0", "--no-progress"])
+                                 "-o", str(tmp_path / "c.jsonl"), "--base-url", httpserver.url_for("/"),
+                                 "--user-agent", "placedemarche/test (qa@example.org)",
+                                 "--fields", "foodId,brands", "--option", "page_size=3",
+                                 "--option", "min_interval=0", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "5 product(s) written" in result.output and "2 page(s), 0 retries" in result.output
+    assert httpserver.log[0][0].headers["User-Agent"] == "placedemarche/test (qa@example.org)"
+    assert json.loads((tmp_path / "c.jsonl").read_text().splitlines()[4]) == {"foodId": "3004", "brands": "Maison"}

@@ -34,6 +34,8 @@ def list_sources():
               help="Output file: .csv, or .jsonl for JSON lines.")
 @click.option("--fields", help="Comma-separated output columns "
                                "(default: foodId,label,category,foodContentsLabel,image).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]),
+              help="Output format (default: from the suffix of --out; .jsonl is JSON lines).")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False),
               help="Download product images into this directory (the CSV then is a catalogue).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same file.")
@@ -42,7 +44,7 @@ def list_sources():
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Other source parameter, e.g. --option app_id=... (repeatable).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def run(name, query, limit, out, fields, images_dir, resume, base_url, user_agent, options, no_progress):
+def run(name, query, limit, out, fields, fmt, images_dir, resume, base_url, user_agent, options, no_progress):
     """Query source NAME and write the products found to --out.
 
     \b
@@ -61,12 +63,24 @@ def run(name, query, limit, out, fields, images_dir, resume, base_url, user_agen
     plugin = create_plugin("source", name, **params)
     columns = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
     with progress_bars(not no_progress):
-        summary = collect(plugin, query, out, limit=limit, fields=columns, resume=resume,
+        summary = collect(plugin, query, out, limit=limit, fields=columns, fmt=fmt, resume=resume,
                           images_dir=images_dir)
-    resumed = f" (resumed at page {summary.resumed_from_page})" if summary.resumed_from_page > 1 else ""
-    console.print(f"{summary.products} product(s) written to {summary.out}{resumed}: "
-                  f"{summary.pages} page(s), {summary.retries} retr{'y' if summary.retries == 1 else 'ies'}"
-                  + (f", {summary.images} image(s), {len(summary.skipped_images)} image(s) skipped"
-                     if images_dir else ""), highlight=False)
+    console.print(_summary_line(summary, bool(images_dir)), highlight=False)
     for skipped in summary.skipped_images[:10]:
         err_console.print(f"[yellow]skipped image[/] {skipped}", highlight=False)
+    if len(summary.skipped_images) > 10:
+        err_console.print(f"[yellow]... and {len(summary.skipped_images) - 10} more skipped image(s)[/]",
+                          highlight=False)
+
+
+def _summary_line(summary, images: bool) -> str:
+    parts = [f"{summary.pages} page(s)",
+             f"{summary.retries} retr{'y' if summary.retries == 1 else 'ies'}"]
+    if summary.waited:
+        parts.append(f"{summary.waited:.0f} s waited (rate limit, backoff)")
+    if summary.duplicates:
+        parts.append(f"{summary.duplicates} duplicate(s) skipped")
+    if images:
+        parts.append(f"{summary.images} image(s), {len(summary.skipped_images)} image(s) skipped")
+    resumed = f" (resumed at page {summary.resumed_from_page})" if summary.resumed_from_page > 1 else ""
+    return f"{summary.products} product(s) written to {summary.out}{resumed}: " + ", ".join(parts)

@@ -174,16 +174,40 @@ class Reducer(_Transformer):
 class Source(PluginBase):
     """Yields product records for a query, page by page; never writes files.
 
-    ``pages(query, start_page)`` yields :class:`SourcePage` objects in order; the core
-    (``placedemarche.core.collect``) writes them incrementally, so a failure on page N keeps
-    pages 1..N-1 and the run can resume at page N. ``columns`` maps each column of the
-    study's output (``foodId, label, category, foodContentsLabel, image``) to the key of
-    the record that fills it. Raise :class:`~placedemarche.core.errors.SourceError` with a
-    one-line message on failure.
+    The contract:
+
+    - ``pages(query, start_page)`` yields :class:`SourcePage` objects in order, starting at
+      ``start_page`` (1-based), and stops after the last one. A source fetches a page only
+      when the previous one has been consumed, so the core writes each page before the next
+      request; a failure on page N keeps pages 1..N-1 and a later run resumes at page N.
+    - Records are flat dicts of JSON values (str, numbers, lists); a missing field is ``""``.
+    - ``columns`` maps each column of the study's output (``foodId, label, category,
+      foodContentsLabel, image``) to the record key that fills it; ``record_keys`` lists the
+      other keys a record has, so ``--fields`` can be checked before anything is fetched.
+    - Failures raise :class:`~placedemarche.core.errors.SourceError` with a one-line message
+      (``"openfoodfacts page 3: HTTP 500 from ..."``); ``check()`` raises it before anything
+      is written when the source cannot run at all (missing credentials).
+    - ``retries()`` and ``waited()`` report the HTTP retries and the seconds spent waiting
+      (rate limit, backoff) for the run's summary.
+
+    The core (:func:`placedemarche.core.collect.collect`) does the writing, the limit, the
+    resume, image downloads and progress.
+
+    Usage::
+
+        class MySource(Source):
+            name = "mysource"
+            description = "Products from my API"
+            columns = {"foodId": "id", "label": "title", "category": "type",
+                       "foodContentsLabel": "ingredients", "image": "picture"}
+
+            def pages(self, query, start_page=1):
+                yield SourcePage(1, [{"id": "1", "title": query}], total=1, last=True)
     """
 
     kind = "source"
     columns: ClassVar[dict[str, str]] = {}
+    record_keys: ClassVar[tuple[str, ...]] = ()
 
     def pages(self, query: str, start_page: int = 1) -> Iterator["SourcePage"]:
         raise NotImplementedError  # pragma: no cover - abstract
@@ -195,9 +219,14 @@ class Source(PluginBase):
         """HTTP retries spent so far (for the summary)."""
         return 0
 
+    def waited(self) -> float:
+        """Seconds spent waiting for the rate limit and retry backoff so far."""
+        return 0.0
+
 
 class SourcePage:
-    """One page of results: its number, its records, and the total the API announced."""
+    """One page of results: its number, its records, the total the API announced (or None),
+    and whether it is the last one."""
 
     def __init__(self, number: int, records: list[dict[str, Any]], total: int | None = None,
                  last: bool = False):
@@ -205,3 +234,6 @@ class SourcePage:
         self.records = records
         self.total = total
         self.last = last
+
+    def __repr__(self) -> str:
+        return f"SourcePage({self.number}, {len(self.records)} records, total={self.total}, last={self.last})"

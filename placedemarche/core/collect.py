@@ -1,9 +1,9 @@
 """Running a source: write its records page by page, safely, and fetch product images.
 
 Each page is appended to the output in one write followed by flush + fsync, then a small
-state file (``<out>.state.json``, replaced atomically) records the pages and bytes done. A
-failure on page N therefore keeps pages 1..N-1 intact; ``resume=True`` truncates any partial
-write past the recorded size and continues at page N.
+state file (``<out>.state.json``, replaced atomically) records the pages, products, ids and
+bytes done. A failure or an interruption on page N therefore keeps pages 1..N-1 intact;
+``resume=True`` truncates any partial write past the recorded size and continues at page N.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,45 +23,50 @@ from .errors import SourceError
 from .progress import task
 from .report import atomic_write_text
 
+#: The columns of the original study's "Resultat_script_python.csv".
 STUDY_COLUMNS = ("foodId", "label", "category", "foodContentsLabel", "image")
+FORMATS = ("csv", "jsonl")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")
 
 
 @dataclass
 class CollectSummary:
+    """What a run did, for the closing summary (and ``<out>.state.json``)."""
+
     out: Path
     products: int = 0
     pages: int = 0
     retries: int = 0
+    waited: float = 0.0
+    duplicates: int = 0
     images: int = 0
     skipped_images: list[str] = field(default_factory=list)
     resumed_from_page: int = 1
     complete: bool = False
 
 
-def _state_path(out: Path) -> Path:
+def state_path(out: str | os.PathLike) -> Path:
+    """Where the progress of a run writing ``out`` is recorded."""
+    out = Path(out)
     return out.with_name(out.name + ".state.json")
 
 
-def _format(out: Path, fmt: str | None) -> str:
+def output_format(out: str | os.PathLike, fmt: str | None = None) -> str:
+    """``fmt`` if given, else from the suffix: ``.jsonl``/``.ndjson``/``.json`` are JSON lines."""
     if fmt:
+        if fmt not in FORMATS:
+            raise SourceError(f"unknown output format '{fmt}': use {' or '.join(FORMATS)}")
         return fmt
-    return "jsonl" if out.suffix.lower() in (".jsonl", ".ndjson", ".json") else "csv"
+    return "jsonl" if Path(out).suffix.lower() in (".jsonl", ".ndjson", ".json") else "csv"
+
+
+def _key(source: Source, column: str) -> str:
+    return source.columns.get(column, column)
 
 
 def _value(record: dict, source: Source, column: str) -> Any:
-    return record.get(source.columns.get(column, column), "")
-
-
-def _render(rows: list[dict], columns: Sequence[str], fmt: str, header: bool) -> str:
-    if fmt == "jsonl":
-        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-    if header:
-        writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(v) for k, v in row.items()})
-    return buffer.getvalue()
+    value = record.get(_key(source, column), "")
+    return "" if value is None else value
 
 
 def _cell(value: Any) -> Any:
@@ -69,50 +75,85 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _render(rows: list[dict], columns: Sequence[str], fmt: str) -> str:
+    if fmt == "jsonl":
+        return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    for row in rows:
+        writer.writerow({k: _cell(v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _header(columns: Sequence[str], fmt: str) -> str:
+    if fmt != "csv":
+        return ""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(columns)
+    return buffer.getvalue()
+
+
+def _append(out: Path, text: str) -> None:
+    with open(out, "a", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _check_fields(source: Source, columns: Sequence[str]) -> None:
+    if not source.record_keys:  # a source that does not declare its keys: trust the caller
+        return
+    known = set(STUDY_COLUMNS) | set(source.columns.values()) | set(source.record_keys) | {"image_url"}
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        raise SourceError(
+            f"{source.name} has no field {', '.join(map(repr, unknown))}: choose among "
+            f"{', '.join(STUDY_COLUMNS)}, {', '.join(k for k in source.record_keys if k not in STUDY_COLUMNS)}")
+
+
 def collect(source: Source, query: str, out: str | os.PathLike, *, limit: int | None = None,
             fields: Sequence[str] | None = None, fmt: str | None = None, resume: bool = False,
             images_dir: str | os.PathLike | None = None, image_timeout: float = 30.0) -> CollectSummary:
     """Query ``source`` and write up to ``limit`` records to ``out`` (CSV or JSON lines).
 
     ``fields`` are output columns: the study columns (mapped through ``source.columns``) or
-    raw record keys. With ``images_dir`` each product image is downloaded there and the
-    ``image`` column holds its path relative to ``out`` (the URL moves to ``image_url``).
-    Raises SourceError on failure, after everything fetched so far has been written.
+    raw record keys. Products whose id was already written (APIs repeat some across pages)
+    are skipped. With ``images_dir`` each product image is downloaded there and the
+    ``image`` column holds its path relative to ``out``'s directory (the URL moves to
+    ``image_url``), so ``load_catalog(out)`` finds the pictures. Raises SourceError on
+    failure or interruption, after everything fetched so far has been written, with the
+    way to resume in its message.
 
     Usage::
 
-        summary = collect(create_plugin("source", "openfoodfacts"), "champagne", "out.csv", limit=10)
+        source = create_plugin("source", "openfoodfacts")
+        summary = collect(source, "champagne", "champagne.csv", limit=10, images_dir="images")
     """
     source.check()
     out = Path(out)
-    fmt = _format(out, fmt)
+    fmt = output_format(out, fmt)
     columns = list(fields or STUDY_COLUMNS)
+    _check_fields(source, columns)
     images = Path(images_dir) if images_dir else None
     if images is not None and "image" in columns and "image_url" not in columns:
         columns.append("image_url")
-    state_file = _state_path(out)
+    state_file = state_path(out)
     identity = {"source": source.name, "query": query, "columns": columns, "format": fmt,
                 "params": {k: v for k, v in source.get_params().items() if "key" not in k}}
     summary = CollectSummary(out)
-    start_page = 1
+    seen: set[str] = set()
     if resume:
-        if not state_file.is_file():
-            raise SourceError(f"nothing to resume: {state_file} not found (run without --resume)")
-        state = json.loads(state_file.read_text())
-        if {k: state.get(k) for k in identity} != identity:
-            raise SourceError(f"{out} was collected with other settings ({state.get('source')}, "
-                              f"query {state.get('query')!r}, columns {state.get('columns')}): "
-                              "resume with the same ones, or write to another file")
-        if state.get("complete"):
-            summary.products, summary.pages, summary.complete = state["products"], state["pages"], True
-            return summary
-        with open(out, "r+b") as handle:  # drop a page half-written when the run stopped
-            handle.truncate(state["bytes"])
-        start_page = state["pages"] + 1
+        state = _resume_state(out, state_file, identity)
         summary.products, summary.pages = state["products"], state["pages"]
-        summary.resumed_from_page = start_page
+        summary.duplicates = state.get("duplicates", 0)
+        seen = set(state.get("ids", []))
+        if state.get("complete"):
+            summary.complete = True
+            return summary
+        summary.resumed_from_page = summary.pages + 1
     elif out.exists() or state_file.exists():
-        raise SourceError(f"{out} already exists: choose another -o, delete it, or use --resume")
+        raise SourceError(f"{out} already exists: choose another -o, delete it "
+                          f"(and {state_file.name}), or add --resume to continue it")
     out.parent.mkdir(parents=True, exist_ok=True)
     if images is not None:
         images.mkdir(parents=True, exist_ok=True)
@@ -120,80 +161,148 @@ def collect(source: Source, query: str, out: str | os.PathLike, *, limit: int | 
     def save_state(complete: bool) -> None:
         atomic_write_text(state_file, json.dumps({
             **identity, "pages": summary.pages, "products": summary.products,
-            "bytes": out.stat().st_size if out.exists() else 0, "complete": complete}, indent=2))
+            "duplicates": summary.duplicates, "bytes": out.stat().st_size, "complete": complete,
+            "ids": sorted(seen)}, ensure_ascii=False, indent=1))
 
     if not resume:
-        out.touch()
+        out.write_text(_header(columns, fmt), encoding="utf-8")
         save_state(False)
     remaining = None if limit is None else max(0, limit - summary.products)
+    downloader = _ImageDownloader(images, out, summary, getattr(source, "user_agent", "placedemarche"),
+                                  image_timeout) if images is not None else None
     try:
-        with task(f"{source.name}: products", total=limit) as bar:
-            bar.advance(summary.products)
-            if remaining == 0:
-                pages = iter(())
-            else:
-                pages = source.pages(query, start_page=start_page)
+        with ExitStack() as bars:
+            pages_bar = bars.enter_context(task(f"{source.name} '{query}': pages"))
+            products_bar = None
+            pages = iter(()) if remaining == 0 else source.pages(query, start_page=summary.pages + 1)
             for page in pages:
-                records = page.records if remaining is None else page.records[:remaining]
+                if products_bar is None:  # opened once the API has said how many there are
+                    total = page.total if limit is None else min(limit, page.total or limit)
+                    products_bar = bars.enter_context(task(f"{source.name}: products", total=total))
+                    products_bar.advance(summary.products)
                 rows = []
-                for record in records:
+                for record in page.records:
+                    if remaining is not None and len(rows) >= remaining:
+                        break
+                    product_id = str(_value(record, source, "foodId"))
+                    if product_id and product_id in seen:
+                        summary.duplicates += 1
+                        continue
                     row = {c: _value(record, source, c) for c in columns}
-                    if images is not None and "image" in columns:
+                    if downloader is not None and "image" in columns:
                         row["image_url"] = row["image"]
-                        row["image"] = _download_image(row["image_url"], _value(record, source, "foodId"),
-                                                       images, out, summary, source, image_timeout)
+                        row["image"] = downloader.fetch(row["image_url"],
+                                                        product_id or f"p{summary.products + len(rows) + 1}")
                     rows.append(row)
-                text = _render(rows, columns, fmt, header=summary.pages == 0 and fmt == "csv")
-                with open(out, "a", encoding="utf-8", newline="") as handle:
-                    handle.write(text)
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                    if product_id:
+                        seen.add(product_id)
+                    products_bar.advance(1)
+                _append(out, _render(rows, columns, fmt))
                 summary.pages += 1
                 summary.products += len(rows)
                 save_state(False)
-                bar.advance(len(rows))
+                pages_bar.advance(1)
                 if remaining is not None:
                     remaining -= len(rows)
                     if remaining <= 0:
                         break
                 if page.last:
                     break
-    except SourceError as exc:
-        summary.retries = source.retries()
+    except (SourceError, KeyboardInterrupt) as exc:
+        summary.retries, summary.waited = source.retries(), source.waited()
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
         raise SourceError(
-            f"{exc}; {summary.pages} page(s), {summary.products} product(s) kept in {out}: "
+            f"{what}; {summary.pages} page(s), {summary.products} product(s) kept in {out}: "
             "run the same command with --resume to continue") from None
-    summary.retries = source.retries()
+    finally:
+        if downloader is not None:
+            downloader.close()
+    summary.retries, summary.waited = source.retries(), source.waited()
     summary.complete = True
     save_state(True)
     return summary
 
 
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:80] or "image"
-
-
-def _download_image(url: str, product_id: Any, images: Path, out: Path, summary: CollectSummary,
-                    source: Source, timeout: float) -> str:
-    import requests
-
-    if not url:
-        summary.skipped_images.append(f"{product_id}: no image URL")
-        return ""
-    suffix = Path(url.split("?")[0]).suffix.lower()
-    suffix = suffix if suffix in (".jpg", ".jpeg", ".png", ".webp", ".gif") else ".jpg"
-    target = images / f"{_safe_name(str(product_id))}{suffix}"
+def _resume_state(out: Path, state_file: Path, identity: dict) -> dict:
+    """Read the state of an earlier run and cut ``out`` back to its last complete page."""
+    if not state_file.is_file():
+        raise SourceError(f"nothing to resume: {state_file} not found (run without --resume)")
     try:
-        if not target.is_file():
-            response = requests.get(url, timeout=timeout,
-                                    headers={"User-Agent": getattr(source, "user_agent", "placedemarche")})
-            if response.status_code >= 400 or not response.content:
-                raise OSError(f"HTTP {response.status_code}")
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        recorded = int(state["bytes"])
+    except (ValueError, KeyError, TypeError):
+        raise SourceError(f"{state_file} is damaged: delete {out} and it, then run again") from None
+    if {k: state.get(k) for k in identity} != identity:
+        raise SourceError(f"{out} was collected with other settings ({state.get('source')}, "
+                          f"query {state.get('query')!r}, columns {state.get('columns')}): "
+                          "resume with the same ones, or write to another file")
+    size = out.stat().st_size if out.is_file() else -1
+    if size < recorded:
+        raise SourceError(f"{out} is shorter than its {state_file.name} records ({size} < {recorded} "
+                          "bytes): it was changed since; delete both and run again")
+    if not state.get("complete"):
+        with open(out, "r+b") as handle:  # drop a page half-written when the run stopped
+            handle.truncate(recorded)
+    return state
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")[:80]
+
+
+class _ImageDownloader:
+    """Downloads product images into a directory; a failure is recorded and skipped."""
+
+    def __init__(self, images: Path, out: Path, summary: CollectSummary, user_agent: str,
+                 timeout: float):
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        self.images = images
+        self.out = out
+        self.summary = summary
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = user_agent
+        adapter = HTTPAdapter(max_retries=1)  # one quick retry for a dropped connection
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def fetch(self, url: str, product_id: str) -> str:
+        """Return the local path (relative to the output's directory), or "" when skipped."""
+        import requests
+
+        from .catalog import image_problem
+
+        if not url:
+            self.summary.skipped_images.append(f"{product_id}: no image URL")
+            return ""
+        suffix = Path(str(url).split("?")[0]).suffix.lower()
+        target = self.images / f"{_safe_name(product_id) or 'image'}{suffix if suffix in IMAGE_SUFFIXES else '.jpg'}"
+        if not target.is_file():  # kept from an earlier, interrupted run
             tmp = target.with_name(f".{target.name}.part")
-            tmp.write_bytes(response.content)
-            os.replace(tmp, target)
-        summary.images += 1
-    except (OSError, requests.RequestException) as exc:
-        summary.skipped_images.append(f"{product_id}: {type(exc).__name__} {str(exc)[:80]}")
-        return ""
-    return os.path.relpath(target, out.parent)
+            try:
+                response = self.session.get(url, timeout=self.timeout)
+                if response.status_code >= 400:
+                    raise OSError(f"HTTP {response.status_code}")
+                tmp.write_bytes(response.content)
+                problem = image_problem(tmp)
+                if problem:
+                    raise OSError(problem.split(":")[0])
+                os.replace(tmp, target)
+            except (OSError, requests.RequestException) as exc:
+                tmp.unlink(missing_ok=True)
+                self.summary.skipped_images.append(f"{product_id}: {_short(exc)} ({url})")
+                return ""
+        self.summary.images += 1
+        return os.path.relpath(target, self.out.parent)
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).replace("\n", " ")
+    if isinstance(exc, OSError) and not type(exc).__module__.startswith("requests"):
+        return text[:100]
+    return f"{type(exc).__name__}: {text.split('Caused by ', 1)[-1][:100]}"

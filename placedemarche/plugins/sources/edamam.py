@@ -27,6 +27,7 @@ class EdamamSource(Source):
     name = "edamam"
     description = "Edamam food-database parser API (needs app_id and app_key)"
     columns = {k: k for k in ("foodId", "label", "category", "foodContentsLabel", "image")}
+    record_keys = FOOD_KEYS
 
     def __init__(self, app_id: str | None = None, app_key: str | None = None,
                  base_url: str = "https://api.edamam.com",
@@ -66,6 +67,9 @@ class EdamamSource(Source):
 
     def retries(self) -> int:
         return self._client().retries
+
+    def waited(self) -> float:
+        return self._client().waited
 
     def pages(self, query: str, start_page: int = 1) -> Iterator[SourcePage]:
         app_id, app_key = self._credentials()

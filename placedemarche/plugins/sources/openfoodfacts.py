@@ -36,6 +36,7 @@ class OpenFoodFactsSource(Source):
     description = "Open Food Facts full-text product search (no key needed)"
     columns = {"foodId": "code", "label": "product_name", "category": "categories",
                "foodContentsLabel": "ingredients_text", "image": "image_url"}
+    record_keys = FIELDS
 
     def __init__(self, base_url: str = "https://world.openfoodfacts.org",
                  user_agent: str = f"placedemarche/{__version__} (https://pypi.org/project/placedemarche)",
@@ -63,6 +64,9 @@ class OpenFoodFactsSource(Source):
     def retries(self) -> int:
         return self._client().retries
 
+    def waited(self) -> float:
+        return self._client().waited
+
     def pages(self, query: str, start_page: int = 1) -> Iterator[SourcePage]:
         url = self.base_url.rstrip("/") + "/cgi/search.pl"
         number = start_page
@@ -74,14 +78,19 @@ class OpenFoodFactsSource(Source):
             if not isinstance(data, dict) or not isinstance(data.get("products", []), list):
                 raise SourceError(f"openfoodfacts page {number}: unexpected response (no products list)")
             products = data.get("products") or []
-            total = data.get("count")
-            total = int(total) if str(total).isdigit() else None
+            total = _int(data.get("count"))
+            # the server may cap page_size (100): count pages in its unit, not ours
+            size = _int(data.get("page_size")) or self.page_size
             records = [_record(p) for p in products if isinstance(p, dict)]
-            last = not records or (total is not None and number * self.page_size >= total)
+            last = not records or (total is not None and number * size >= total)
             yield SourcePage(number, records, total, last)
             if last:
                 return
             number += 1
+
+
+def _int(value) -> int | None:
+    return int(value) if str(value).isdigit() else None
 
 
 def _record(product: dict) -> dict:
