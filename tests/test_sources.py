@@ -98,6 +98,32 @@ def test_pagination_and_study_columns(httpserver, tmp_path):
     assert state["complete"] and state["pages"] == 3 and state["query"] == "champagne"
 
 
+class Recorder:
+    def __init__(self):
+        self.tasks = {}
+
+    def start(self, description, total):
+        self.tasks[description] = [total, 0]
+        return description
+
+    def advance(self, handle, amount):
+        self.tasks[handle][1] += amount
+
+    def stop(self, handle):
+        pass
+
+
+def test_progress_counts_pages_and_products(httpserver, tmp_path):
+    from placedemarche.core.progress import reporting
+
+    serve_off(httpserver)
+    recorder = Recorder()
+    with reporting(recorder):
+        collect(off(httpserver), "champagne", tmp_path / "out.csv", limit=7)
+    assert recorder.tasks == {"openfoodfacts 'champagne': pages": [None, 3],
+                              "openfoodfacts: products": [7, 7]}
+
+
 def test_limit_stops_early_and_jsonl(httpserver, tmp_path):
     calls = serve_off(httpserver)
     summary = collect(off(httpserver), "champagne", tmp_path / "out.jsonl", limit=4,
@@ -167,7 +193,7 @@ def test_500_then_resume_from_the_cli(httpserver, tmp_path):
     broken = {"on": True}
     serve_off(httpserver, lambda page, call: Response("oops", status=500) if page == 3 and broken["on"] else None)
     out = tmp_path / "out.csv"
-    args = ["source", "run", "off", "--q", "champagne", "-o", str(out), "--no-progress",
+    args = ["source", "run", "off", "--q", "champagne", "-o", str(out),  # with progress bars
             "--base-url", httpserver.url_for("/"), "--option", "page_size=3",
             "--option", "max_retries=0", "--option", "min_interval=0"]
     result = CliRunner().invoke(cli, args)

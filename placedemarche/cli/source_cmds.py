@@ -38,13 +38,15 @@ def list_sources():
               help="Output format (default: from the suffix of --out; .jsonl is JSON lines).")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False),
               help="Download product images into this directory (the CSV then is a catalogue).")
+@click.option("--image-workers", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images downloaded at once.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run into the same file.")
 @click.option("--base-url", help="API base URL (another instance or a mirror).")
 @click.option("--user-agent", help="User-Agent sent to the API: 'app/version (contact)'.")
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="Other source parameter, e.g. --option app_id=... (repeatable).")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
-def run(name, query, limit, out, fields, fmt, images_dir, resume, base_url, user_agent, options, no_progress):
+def run(name, query, limit, out, fields, fmt, images_dir, image_workers, resume, base_url, user_agent, options, no_progress):
     """Query source NAME and write the products found to --out.
 
     \b
@@ -64,7 +66,7 @@ def run(name, query, limit, out, fields, fmt, images_dir, resume, base_url, user
     columns = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
     with progress_bars(not no_progress):
         summary = collect(plugin, query, out, limit=limit, fields=columns, fmt=fmt, resume=resume,
-                          images_dir=images_dir)
+                          images_dir=images_dir, image_workers=image_workers)
     console.print(_summary_line(summary, bool(images_dir)), highlight=False)
     for skipped in summary.skipped_images[:10]:
         err_console.print(f"[yellow]skipped image[/] {skipped}", highlight=False)

@@ -113,14 +113,16 @@ def _check_fields(source: Source, columns: Sequence[str]) -> None:
 
 def collect(source: Source, query: str, out: str | os.PathLike, *, limit: int | None = None,
             fields: Sequence[str] | None = None, fmt: str | None = None, resume: bool = False,
-            images_dir: str | os.PathLike | None = None, image_timeout: float = 30.0) -> CollectSummary:
+            images_dir: str | os.PathLike | None = None, image_timeout: float = 30.0,
+            image_workers: int = 8) -> CollectSummary:
     """Query ``source`` and write up to ``limit`` records to ``out`` (CSV or JSON lines).
 
     ``fields`` are output columns: the study columns (mapped through ``source.columns``) or
     raw record keys. Products whose id was already written (APIs repeat some across pages)
     are skipped. With ``images_dir`` each product image is downloaded there and the
     ``image`` column holds its path relative to ``out``'s directory (the URL moves to
-    ``image_url``), so ``load_catalog(out)`` finds the pictures. Raises SourceError on
+    ``image_url``), so ``load_catalog(out)`` finds the pictures; ``image_workers`` images
+    of a page download at once. Raises SourceError on
     failure or interruption, after everything fetched so far has been written, with the
     way to resume in its message.
 
@@ -168,8 +170,10 @@ def collect(source: Source, query: str, out: str | os.PathLike, *, limit: int | 
         out.write_text(_header(columns, fmt), encoding="utf-8")
         save_state(False)
     remaining = None if limit is None else max(0, limit - summary.products)
-    downloader = _ImageDownloader(images, out, summary, getattr(source, "user_agent", "placedemarche"),
-                                  image_timeout) if images is not None else None
+    downloader = None
+    if images is not None and "image" in columns:
+        downloader = _ImageDownloader(images, out, summary, getattr(source, "user_agent", "placedemarche"),
+                                      image_timeout, image_workers)
     try:
         with ExitStack() as bars:
             pages_bar = bars.enter_context(task(f"{source.name} '{query}': pages"))
@@ -180,7 +184,7 @@ def collect(source: Source, query: str, out: str | os.PathLike, *, limit: int | 
                     total = page.total if limit is None else min(limit, page.total or limit)
                     products_bar = bars.enter_context(task(f"{source.name}: products", total=total))
                     products_bar.advance(summary.products)
-                rows = []
+                rows, row_ids = [], []
                 for record in page.records:
                     if remaining is not None and len(rows) >= remaining:
                         break
@@ -188,15 +192,14 @@ def collect(source: Source, query: str, out: str | os.PathLike, *, limit: int | 
                     if product_id and product_id in seen:
                         summary.duplicates += 1
                         continue
-                    row = {c: _value(record, source, c) for c in columns}
-                    if downloader is not None and "image" in columns:
-                        row["image_url"] = row["image"]
-                        row["image"] = downloader.fetch(row["image_url"],
-                                                        product_id or f"p{summary.products + len(rows) + 1}")
-                    rows.append(row)
+                    rows.append({c: _value(record, source, c) for c in columns})
+                    row_ids.append(product_id or f"p{summary.products + len(rows)}")
                     if product_id:
                         seen.add(product_id)
-                    products_bar.advance(1)
+                    if downloader is None:
+                        products_bar.advance(1)
+                if downloader is not None:
+                    downloader.fetch_page(rows, row_ids, products_bar)
                 _append(out, _render(rows, columns, fmt))
                 summary.pages += 1
                 summary.products += len(rows)
@@ -254,7 +257,7 @@ class _ImageDownloader:
     """Downloads product images into a directory; a failure is recorded and skipped."""
 
     def __init__(self, images: Path, out: Path, summary: CollectSummary, user_agent: str,
-                 timeout: float):
+                 timeout: float, workers: int):
         import requests
         from requests.adapters import HTTPAdapter
 
@@ -262,27 +265,48 @@ class _ImageDownloader:
         self.out = out
         self.summary = summary
         self.timeout = timeout
+        self.workers = max(1, workers)
         self.session = requests.Session()
         self.session.headers["User-Agent"] = user_agent
-        adapter = HTTPAdapter(max_retries=1)  # one quick retry for a dropped connection
+        # one quick retry for a dropped connection; a pool as large as the worker count
+        adapter = HTTPAdapter(max_retries=1, pool_maxsize=self.workers)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
     def close(self) -> None:
         self.session.close()
 
-    def fetch(self, url: str, product_id: str) -> str:
-        """Return the local path (relative to the output's directory), or "" when skipped."""
+    def fetch_page(self, rows: list[dict], row_ids: list[str], bar) -> None:
+        """Download the images of one page's rows at once; set ``image`` to the local path
+        (relative to the output's directory) or "" and ``image_url`` to the URL."""
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        for row in rows:
+            row["image_url"] = row["image"]
+        problems: dict[int, str] = {}
+        with ThreadPoolExecutor(self.workers) as pool:
+            futures = {pool.submit(self._fetch, str(row["image_url"]), product_id): i
+                       for i, (row, product_id) in enumerate(zip(rows, row_ids))}
+            for future in as_completed(futures):  # progress and the summary: main thread only
+                i = futures[future]
+                rows[i]["image"], problem = future.result()
+                if problem:
+                    problems[i] = problem
+                else:
+                    self.summary.images += 1
+                bar.advance(1)
+        self.summary.skipped_images.extend(problems[i] for i in sorted(problems))
+
+    def _fetch(self, url: str, product_id: str) -> tuple[str, str]:
         import requests
 
         from .catalog import image_problem
 
         if not url:
-            self.summary.skipped_images.append(f"{product_id}: no image URL")
-            return ""
-        suffix = Path(str(url).split("?")[0]).suffix.lower()
+            return "", f"{product_id}: no image URL"
+        suffix = Path(url.split("?")[0]).suffix.lower()
         target = self.images / f"{_safe_name(product_id) or 'image'}{suffix if suffix in IMAGE_SUFFIXES else '.jpg'}"
-        if not target.is_file():  # kept from an earlier, interrupted run
+        if not target.is_file():  # else kept from an earlier, interrupted run
             tmp = target.with_name(f".{target.name}.part")
             try:
                 response = self.session.get(url, timeout=self.timeout)
@@ -295,10 +319,8 @@ class _ImageDownloader:
                 os.replace(tmp, target)
             except (OSError, requests.RequestException) as exc:
                 tmp.unlink(missing_ok=True)
-                self.summary.skipped_images.append(f"{product_id}: {_short(exc)} ({url})")
-                return ""
-        self.summary.images += 1
-        return os.path.relpath(target, self.out.parent)
+                return "", f"{product_id}: {_short(exc)} ({url})"
+        return os.path.relpath(target, self.out.parent), ""
 
 
 def _short(exc: Exception) -> str:
