@@ -107,7 +107,7 @@ class BertExtractor(TextExtractor):
         texts = [str(t) for t in X]
         encoder = self._encoder()
         out = []
-        with task(f"bert: texts", total=len(texts)) as bar:
+        with task("bert: texts", total=len(texts)) as bar:
             for start in range(0, len(texts), self.batch_size):
                 batch = texts[start:start + self.batch_size]
                 out.append(self._encode(encoder, batch))
