@@ -19,10 +19,12 @@ def list_sources():
     from .render import console
 
     table = Table(title="Sources")
-    for column in ("name", "description", "provider"):
+    for column in ("name", "description", "options (--option KEY=VALUE)", "provider"):
         table.add_column(column)
     for name, entry in sorted(available_plugins("source").items()):
-        table.add_row(name, entry.cls.description, entry.provider)
+        cls = entry.cls
+        aliases = f" ({', '.join(cls.aliases)})" if cls.aliases else ""
+        table.add_row(name + aliases, cls.description, ", ".join(cls._get_param_names()), entry.provider)
     console.print(table)
 
 

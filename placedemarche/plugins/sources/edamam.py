@@ -17,7 +17,9 @@ class EdamamSource(Source):
 
     Credentials come from ``app_id`` / ``app_key`` or the environment variables
     ``EDAMAM_APP_ID`` / ``EDAMAM_APP_KEY`` (free keys at developer.edamam.com).
-    Pages follow the API's ``_links.next.href``.
+    Pages follow the API's ``_links.next.href`` (an opaque session link), so resuming at page
+    N walks pages 1..N-1 again without writing them. ``min_interval`` (1.2 s) keeps under 50 requests
+    a minute (Edamam throttles per minute, by plan); a 429 is retried after its Retry-After.
 
     Usage::
 
@@ -32,7 +34,7 @@ class EdamamSource(Source):
     def __init__(self, app_id: str | None = None, app_key: str | None = None,
                  base_url: str = "https://api.edamam.com",
                  user_agent: str = f"placedemarche/{__version__}", timeout: float = 30.0,
-                 max_retries: int = 5, backoff_factor: float = 2.0, min_interval: float = 0.0,
+                 max_retries: int = 5, backoff_factor: float = 2.0, min_interval: float = 1.2,
                  time_budget: float = 900.0):
         self.app_id = app_id
         self.app_key = app_key
