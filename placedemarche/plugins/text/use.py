@@ -54,6 +54,11 @@ class UniversalSentenceEncoderExtractor(TextExtractor):
         try:
             return hub.load(handle)
         except Exception as exc:
+            if not is_url:
+                raise PlaceDeMarcheError(
+                    f"use: {handle} is not a TensorFlow SavedModel ({type(exc).__name__}): give the "
+                    "directory that holds saved_model.pb"
+                ) from None
             where = os.environ.get("TFHUB_CACHE_DIR", "the TF-Hub cache")
             raise PlaceDeMarcheError(
                 f"use: cannot load '{self.handle}' ({type(exc).__name__}); it is not in {where} and "
