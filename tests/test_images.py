@@ -40,3 +40,42 @@ def test_corrupt_image_in_a_batch_is_named(tmp_path):
     bad.write_bytes(b"\xff\xd8 truncated")
     with pytest.raises(ImageReadError, match="bad.jpg"):
         list(iter_image_batches([good, bad, good], 8, batch_size=2))
+
+
+def test_formats_opencv_cannot_read_go_through_pillow_on_white(tmp_path):
+    from PIL import Image
+
+    image = Image.new("RGBA", (30, 30), (0, 0, 0, 0))  # transparent background
+    image.paste((0, 0, 255, 255), (10, 10, 20, 20))
+    image.save(tmp_path / "logo.tga")
+    loaded = load_image(tmp_path / "logo.tga", 30)
+    assert loaded[2, 2].tolist() == [255, 255, 255] and loaded[15, 15].tolist() == [0, 0, 255]
+
+
+def test_missing_and_empty_files_are_named(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    for name in ("absent.png", "empty.png"):
+        with pytest.raises(ImageReadError, match=name):
+            load_image(tmp_path / name, 8)
+
+
+def test_decoding_runs_at_most_a_few_batches_ahead(tmp_path, monkeypatch):
+    import time
+
+    from placedemarche.core import images
+
+    path = _write(tmp_path / "one.png", 8, 8, (0, 0, 0))
+    decoded = []
+    real = images.load_image
+
+    def counting(p, size):
+        decoded.append(p)
+        return real(p, size)
+
+    monkeypatch.setattr(images, "load_image", counting)
+    batches = iter_image_batches([path] * 400, 8, batch_size=4, workers=4, prefetch=2)
+    first = next(batches)
+    time.sleep(0.3)  # let the threads run as far ahead as they are allowed to
+    assert first.shape == (4, 8, 8, 3)
+    assert 4 <= len(decoded) <= 3 * 4  # the batch handed out, plus `prefetch` batches in flight
+    assert sum(len(b) for b in batches) == 396

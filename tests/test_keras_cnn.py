@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from placedemarche.core.catalog import load_catalog
-from placedemarche.core.errors import ImageReadError, MissingDependencyError
+from placedemarche.core.errors import ImageReadError, MissingDependencyError, PlaceDeMarcheError
 from placedemarche.core.plugins import create_plugin, get_plugin_class
 from placedemarche.plugins.image.keras_cnn import BACKBONES, WeightsUnavailableError
 
@@ -93,3 +93,67 @@ def test_corrupt_image_in_a_batch(tmp_path, four_images):
     ext = create_plugin("image", "mobilenetv2:weights=None,alpha=0.35,input_size=32,batch_size=2")
     with pytest.raises(ImageReadError, match="corrupt.jpg"):
         ext.fit_transform(four_images[:3] + [bad])
+
+
+def test_preprocess_is_the_architectures_own():
+    red = np.zeros((1, 2, 2, 3), np.float32)
+    red[..., 0] = 255.0
+    before = red.copy()
+    # caffe style (VGG16, ResNet50): RGB -> BGR, minus the ImageNet channel means
+    assert np.allclose(create_plugin("image", "vgg16").preprocess(red)[0, 0, 0],
+                       [-103.939, -116.779, 255 - 123.68])
+    assert np.allclose(create_plugin("image", "resnet50").preprocess(red)[0, 0, 0],
+                       [-103.939, -116.779, 255 - 123.68])
+    # tf style (MobileNets, NASNet): scaled to [-1, 1]
+    for name in ("mobilenet", "mobilenetv2", "nasnetmobile"):
+        assert np.allclose(create_plugin("image", name).preprocess(red)[0, 0, 0], [1, -1, -1])
+    # EfficientNet normalises inside the network: 0..255 goes in unchanged
+    assert np.allclose(create_plugin("image", "efficientnetb0").preprocess(red), red)
+    assert np.array_equal(red, before)  # the caller's batch is never modified
+
+
+def test_image_size_and_imagenet_weight_file_names():
+    assert create_plugin("image", "vgg16").image_size() == 224
+    assert create_plugin("image", "resnet50:input_size=160").image_size() == 160
+    mobilenet = create_plugin("image", "mobilenet:alpha=0.75")
+    assert mobilenet.expected_weights_file() == "mobilenet_7_5_224_tf_no_top.h5"
+    # no ImageNet file at this size: Keras loads the 224 one
+    assert create_plugin("image", "mobilenet:alpha=0.75,input_size=100").expected_weights_file() \
+        == "mobilenet_7_5_224_tf_no_top.h5"
+    assert create_plugin("image", "mobilenetv2:alpha=0.35").expected_weights_file() \
+        == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    assert create_plugin("image", "mobilenetv2:input_size=160").expected_weights_file() \
+        == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5"
+
+
+def test_configurations_without_imagenet_weights_say_so():
+    with pytest.raises(PlaceDeMarcheError, match=r"no ImageNet weights for alpha=0.6: use one of 0.25, 0.5"):
+        create_plugin("image", "mobilenet:alpha=0.6").fit([])
+    with pytest.raises(PlaceDeMarcheError, match="nasnetmobile: ImageNet weights need input_size=224, got 128"):
+        create_plugin("image", "nasnet:input_size=128").fit([])
+    with pytest.raises(PlaceDeMarcheError, match="input_size must be at least 32, got 16"):
+        create_plugin("image", "vgg16:weights=None,input_size=16").fit([])
+
+
+def test_real_weights_at_another_input_size(keras_home, tiny_catalog):
+    # 128 has its own ImageNet file, absent from the shared cache; 100 falls back to the 224 file
+    paths = load_catalog(tiny_catalog).image_paths[:2]
+    X = create_plugin("image", "mobilenet:alpha=0.75,input_size=100").fit_transform(paths)
+    assert X.shape == (2, 768) and np.isfinite(X).all()
+
+
+def test_unwritable_keras_home_is_harmless(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code = ("from placedemarche.core.plugins import create_plugin;"
+            "m = create_plugin('image', 'mobilenetv2:weights=None,alpha=0.35,input_size=32').load_base();"
+            "print(m.output_shape)")
+    # Keras wants to create KERAS_HOME and write keras.json there at import: both fail here
+    env = {**os.environ, "KERAS_HOME": str(blocker / "keras")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(None, 1280)" in done.stdout

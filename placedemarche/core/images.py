@@ -25,6 +25,8 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
 
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    if image is None and data is not None and data.size:
+        image = _decode_with_pil(path)
     if image is None:
         raise ImageReadError(f"cannot decode image {path}: the file is missing, empty or corrupt")
     h, w = image.shape[:2]
@@ -36,6 +38,25 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
     interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     image = cv2.resize(image, (size, size), interpolation=interpolation)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _decode_with_pil(path) -> np.ndarray | None:
+    """BGR image via Pillow, for what OpenCV cannot read but the catalogue accepts (GIF, ...);
+    transparency is flattened onto white. None if Pillow cannot decode it either."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im.seek(0)
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                im = im.convert("RGBA")
+                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(background, im)
+            rgb = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 def _load_batch(paths: Sequence, size: int) -> np.ndarray:

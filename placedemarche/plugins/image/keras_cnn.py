@@ -84,6 +84,8 @@ class KerasBackbone(ImageExtractor):
         import keras
 
         size = self.image_size()
+        if size < 32:
+            raise PlaceDeMarcheError(f"{self.name}: input_size must be at least 32, got {size}")
         if self.fixed_size and self.weights == "imagenet" and size != self.default_size:
             raise PlaceDeMarcheError(
                 f"{self.name}: ImageNet weights need input_size={self.default_size}, got {size}")
@@ -103,10 +105,11 @@ class KerasBackbone(ImageExtractor):
             return build(include_top=False, weights=weights, pooling="avg",
                          input_shape=(size, size, 3), **self._application_kwargs())
         except Exception as exc:
-            if self.weights != "imagenet":
-                raise WeightsUnavailableError(
-                    f"{self.name}: cannot load weights {weights}: {str(exc).splitlines()[0][:200]}"
-                ) from None
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+            if weights is None:
+                raise PlaceDeMarcheError(f"{self.name}: cannot build the network: {reason}") from None
+            if weights != "imagenet":  # a local file, given or found in the cache
+                raise WeightsUnavailableError(f"{self.name}: cannot load weights {weights}: {reason}") from None
             expected = keras_cache_dir() / self.expected_weights_file()
             raise WeightsUnavailableError(
                 f"{self.name}: ImageNet weights not in the Keras cache ({expected}) and the "
@@ -197,6 +200,12 @@ class NASNetMobileExtractor(KerasBackbone):
 
 
 class _AlphaBackbone(KerasBackbone):
+    """A MobileNet: ``alpha`` scales the width. ImageNet weights exist for a few alphas and
+    input sizes; at another size Keras loads the 224 weights (the convolutions fit any size)."""
+
+    imagenet_alphas: ClassVar[tuple[float, ...]] = ()
+    imagenet_sizes: ClassVar[tuple[int, ...]] = ()
+
     def __init__(self, weights: str | None = "imagenet", alpha: float = 1.0, batch_size: int = 32,
                  input_size: int | None = None, workers: int | None = None):
         super().__init__(weights=weights, batch_size=batch_size, input_size=input_size, workers=workers)
@@ -205,6 +214,17 @@ class _AlphaBackbone(KerasBackbone):
     def _application_kwargs(self):
         return {"alpha": self.alpha}
 
+    def _weights_size(self) -> int:
+        size = self.image_size()
+        return size if size in self.imagenet_sizes else 224
+
+    def load_base(self):
+        if self.weights == "imagenet" and float(self.alpha) not in self.imagenet_alphas:
+            raise PlaceDeMarcheError(
+                f"{self.name}: no ImageNet weights for alpha={self.alpha}: use one of "
+                f"{', '.join(f'{a:g}' for a in self.imagenet_alphas)}, or weights=None")
+        return super().load_base()
+
 
 class MobileNetExtractor(_AlphaBackbone):
     name = "mobilenet"
@@ -212,10 +232,12 @@ class MobileNetExtractor(_AlphaBackbone):
     description = "MobileNet v1 ImageNet features (Keras; alpha sets the width)"
     application = "MobileNet"
     preprocess_module = "mobilenet"
+    imagenet_alphas = (0.25, 0.5, 0.75, 1.0)
+    imagenet_sizes = (128, 160, 192, 224)
 
     def expected_weights_file(self):
         alpha = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}.get(float(self.alpha), str(self.alpha))
-        return f"mobilenet_{alpha}_{self.image_size()}_tf_no_top.h5"
+        return f"mobilenet_{alpha}_{self._weights_size()}_tf_no_top.h5"
 
 
 class MobileNetV2Extractor(_AlphaBackbone):
@@ -223,10 +245,12 @@ class MobileNetV2Extractor(_AlphaBackbone):
     description = "MobileNetV2 ImageNet features (Keras; alpha sets the width)"
     application = "MobileNetV2"
     preprocess_module = "mobilenet_v2"
+    imagenet_alphas = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+    imagenet_sizes = (96, 128, 160, 192, 224)
 
     def expected_weights_file(self):
-        return (f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(self.alpha):g}_"
-                f"{self.image_size()}_no_top.h5")
+        return (f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(self.alpha)}_"
+                f"{self._weights_size()}_no_top.h5")
 
 
 BACKBONES = (VGG16Extractor, ResNet50Extractor, EfficientNetB0Extractor, NASNetMobileExtractor,
