@@ -126,8 +126,10 @@ class SiftExtractor(ImageExtractor):
             keep = np.sort(rng.choice(len(stacked), self.max_descriptors_fit, replace=False))
             stacked = stacked[keep]
         n_words = min(self.n_words, max(MIN_WORDS, len(stacked) // DESCRIPTORS_PER_WORD))
+        # One k-means++ start: three cost twice the time for no lower inertia (measured on
+        # 35,000 Flipkart descriptors, 500 words); k-means++ itself dominates the fit time.
         self.vocabulary_ = MiniBatchKMeans(n_clusters=n_words, random_state=self.random_state,
-                                           batch_size=4096, n_init=3).fit(stacked.astype(np.float32))
+                                           batch_size=4096, n_init=1).fit(stacked.astype(np.float32))
         self.n_words_ = n_words
         counts = self._counts(descriptors)
         df = (counts > 0).sum(axis=0)
