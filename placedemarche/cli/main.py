@@ -42,6 +42,7 @@ from .dataset_cmds import dataset  # noqa: E402
 from .evaluate_cmd import evaluate  # noqa: E402
 from .plugin_cmds import list_extractors, list_reducers, plugins  # noqa: E402
 from .source_cmds import source  # noqa: E402
+from .train_cmds import predict, train  # noqa: E402
 
-for _command in (list_extractors, list_reducers, plugins, evaluate, cache, dataset, source):
+for _command in (list_extractors, list_reducers, plugins, evaluate, cache, dataset, source, train, predict):
     cli.add_command(_command)

@@ -1,0 +1,165 @@
+"""`pm train` and `pm predict`: supervised classification of products into categories."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from .options import catalog_options
+
+
+@click.command("train")
+@click.option("--text", metavar="SPEC", help="Text extractor, e.g. tfidf or bert (see pm list-extractors).")
+@click.option("--image", metavar="SPEC", help="Image extractor, e.g. 'mobilenet:alpha=0.75' or efficientnet-lite0.")
+@click.option("--text-field", type=click.Choice(["name", "description", "both"]), default="both",
+              show_default=True, help="Which product text the text extractor reads.")
+@click.option("--classifier", type=click.Choice(["logreg", "svm", "rf", "knn", "mlp"]), default="logreg",
+              show_default=True, help="Head trained on frozen features.")
+@click.option("--C", "C", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Inverse regularisation of logreg/svm (features are scaled to unit row norm).")
+@click.option("--fusion", type=click.Choice(["concat", "mean"]), default="concat", show_default=True,
+              help="Text + image: one head on both feature blocks, or the mean of the two heads' probabilities.")
+@click.option("--folds", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Stratified cross-validation folds (0: train only).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds, heads and augmentation.")
+@click.option("--class-weight", is_flag=True, help="Weigh classes inversely to their frequency.")
+@click.option("--finetune", is_flag=True,
+              help="Fine-tune the --image Keras backbone (new head, then top layers) instead of a frozen head.")
+@click.option("--unfreeze", type=click.IntRange(min=0), default=6, show_default=True,
+              help="Top layers of the backbone trained in the fine-tuning phase (0: head only).")
+@click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True,
+              help="Most epochs training the new head (early stopping on a validation split).")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Most epochs with the top layers unfrozen.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate of the head phase.")
+@click.option("--finetune-lr", type=float, default=1e-4, show_default=True,
+              help="Learning rate of the fine-tuning phase (lower, not to wreck the pretrained layers).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--augment/--no-augment", default=True, show_default=True,
+              help="Random flips, rotations, zooms and contrast changes of training images.")
+@click.option("--views", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Training views per image with --augment: the original plus VIEWS-1 augmented copies.")
+@click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Early stopping patience in epochs.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Model directory to write (default: pm-results/model-<time>).")
+@click.option("--no-cache", is_flag=True, help="Recompute features instead of using the cache.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@catalog_options
+def train(text, image, text_field, classifier, C, fusion, folds, seed, class_weight, finetune, unfreeze,
+          epochs, finetune_epochs, lr, finetune_lr, batch_size, augment, views, patience, out, no_cache,
+          no_progress, **catalog_kwargs):
+    """Train a category classifier, cross-validate it, and save it for `pm predict`.
+
+    Frozen features of a --text and/or --image extractor feed a classifier head; with
+    --finetune the --image Keras backbone is fine-tuned with data augmentation instead.
+    The model directory gets the model, metrics.json, folds.csv, classification_report.txt,
+    confusion_matrix.png/.csv (and learning_curves.png when fine-tuning).
+
+    \b
+    Examples:
+      pm train --text tfidf --image 'mobilenet:alpha=0.75' --out models/flipkart
+      pm train --image 'mobilenet:alpha=0.75' --finetune --out models/images
+    """
+    from ..core.cache import FeatureCache
+    from ..core.classify import TrainConfig, train as train_model
+    from ..core.finetune import FineTuneConfig
+    from .options import load_catalog_from_options
+    from .render import console, err_console, progress_bars
+
+    tuning = None
+    if finetune:
+        tuning = FineTuneConfig(backbone=image or "", unfreeze=unfreeze, epochs=epochs,
+                                finetune_epochs=finetune_epochs, learning_rate=lr,
+                                finetune_learning_rate=finetune_lr, batch_size=batch_size, augment=augment,
+                                views=views, patience=patience, class_weight=class_weight, seed=seed)
+    config = TrainConfig(text=text, image=image, text_field=text_field, classifier=classifier, C=C,
+                         fusion=fusion, folds=folds, seed=seed, class_weight=class_weight, finetune=tuning)
+    config.check()
+    catalog = load_catalog_from_options({**catalog_kwargs, "text_field": text_field},
+                                        text=bool(text), image=bool(image), labels=True)
+    if catalog.dropped:
+        err_console.print(f"[yellow]dropped {len(catalog.dropped)} product(s):[/] "
+                          + "; ".join(str(p) for p in catalog.dropped[:3])
+                          + (" ..." if len(catalog.dropped) > 3 else ""), highlight=False)
+    out_dir = Path(out) if out else Path("pm-results") / time.strftime("model-%Y%m%d-%H%M%S")
+    with progress_bars(not no_progress):
+        result = train_model(catalog, config, cache=None if no_cache else FeatureCache(), out=out_dir)
+    if result.folds:
+        console.print(folds_table(result))
+    summary = result.summary
+    console.print(f"{len(catalog)} products, {len(result.model.categories)} categories; "
+                  f"{len(catalog.dropped)} dropped; final fit {summary['final_fit_seconds']:.1f} s.",
+                  highlight=False)
+    console.print(f"Model: {out_dir}/ (predict with: pm predict --model {out_dir} --data NEW.csv)",
+                  highlight=False)
+
+
+def folds_table(result):
+    from rich.table import Table
+
+    names = list(result.summary["results"])
+    table = Table(title=f"{len(result.folds)}-fold stratified cross-validation (accuracy / macro-F1)")
+    table.add_column("fold", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("train s", justify="right")
+    for fold in result.folds:
+        table.add_row(str(fold["fold"]),
+                      *[f"{fold[f'{n}:accuracy']:.3f} / {fold[f'{n}:macro_f1']:.3f}" for n in names],
+                      f"{fold['seconds']:.1f}")
+    res = result.summary["results"]
+    table.add_row("mean ± sd", *[f"{res[n]['accuracy_mean']:.3f} ± {res[n]['accuracy_sd']:.3f} / "
+                                 f"{res[n]['macro_f1_mean']:.3f} ± {res[n]['macro_f1_sd']:.3f}" for n in names],
+                  f"{result.summary['fold_seconds_mean']:.1f}", style="bold")
+    return table
+
+
+@click.command("predict")
+@click.option("--model", "model_dir", required=True, type=click.Path(), help="Model directory from pm train.")
+@click.option("--data", required=True, type=click.Path(), help="Catalogue CSV (or a directory holding one).")
+@click.option("--out", type=click.Path(dir_okay=False), default="predictions.csv", show_default=True,
+              help="Predictions CSV to write.")
+@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Also write the next K-1 categories and their probabilities.")
+@click.option("--id-column", help="Column holding product ids.")
+@click.option("--name-column", help="Column holding product names.")
+@click.option("--description-column", help="Column holding descriptions.")
+@click.option("--image-column", help="Column holding image file names.")
+@click.option("--label-column", help="Column holding the true category (optional: accuracy is reported).")
+@click.option("--image-dir", type=click.Path(file_okay=False),
+              help="Directory of the images (default: images/ or Images/ beside the CSV).")
+@click.option("--no-cache", is_flag=True, help="Do not use the feature cache.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+def predict(model_dir, data, out, top_k, id_column, name_column, description_column, image_column,
+            label_column, image_dir, no_cache, no_progress):
+    """Predict the category of each product of a catalogue with a trained model.
+
+    Products missing their image or their text are predicted from the modality they have;
+    products with neither are kept in the CSV with an empty category and a note.
+
+    \b
+    Example:
+      pm predict --model models/flipkart --data new.csv --out predictions.csv --top-k 3
+    """
+    from ..core.cache import FeatureCache
+    from ..core.catalog import load_catalog
+    from ..core.classify import load_model, predict_catalog
+    from .render import console, err_console, progress_bars
+
+    model = load_model(model_dir)
+    catalog = load_catalog(data, id_column=id_column, name_column=name_column,
+                           description_column=description_column, image_column=image_column,
+                           label_column=label_column, image_dir=image_dir)
+    with progress_bars(not no_progress):
+        result = predict_catalog(model, catalog, top_k=top_k, cache=None if no_cache else FeatureCache(),
+                                 out=out)
+    used = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items()))
+    console.print(f"{len(result.rows)} products predicted ({used}) -> {out}", highlight=False)
+    if result.counts.get("none"):
+        err_console.print(f"[yellow]{result.counts['none']} product(s) have neither a usable text nor "
+                          "image:[/] kept with an empty category (see the note column)", highlight=False)
+    if result.accuracy is not None:
+        console.print(f"accuracy against the catalogue's categories: {result.accuracy:.3f}", highlight=False)

@@ -1,0 +1,823 @@
+"""Supervised classification: frozen-feature heads and fine-tuned CNNs, stratified k-fold
+cross-validation, a saved model directory, and prediction on new products.
+
+A model has one *block* per modality (text, image). A block is either an extractor plugin +
+a scaler + a classifier head (frozen features), or a fine-tuned Keras network (image only).
+With both modalities the blocks are fused, either by a head on the concatenated scaled
+features (``fusion="concat"``) or by averaging the blocks' probabilities (``"mean"``); the
+single-modality heads are kept, so a product lacking its image or its text is predicted
+from what it has.
+
+Extractors that learn from data (TF-IDF, BoW, Word2Vec, SIFT visual words) are fitted inside
+each training fold; the others' features are computed once on the whole catalogue (through
+the feature cache), which leaks nothing since they learn nothing from it.
+
+Usage::
+
+    from placedemarche.core.catalog import load_catalog
+    from placedemarche.core.classify import TrainConfig, train, load_model
+
+    catalog = load_catalog("shared/data/flipkart").validated()
+    result = train(catalog, TrainConfig(text="tfidf", image="mobilenet:alpha=0.75", folds=5),
+                   out="models/flipkart")
+    print(result.summary["mean"]["accuracy"])
+    model = load_model("models/flipkart")
+    categories = model.predict(load_catalog("new.csv"))
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .cache import FeatureCache
+from .catalog import Catalog, TextField, image_problem
+from .errors import PlaceDeMarcheError
+from .features import extract_features
+from .finetune import BackboneSplit, FineTunedImageModel, FineTuneConfig, train_top
+from .plugins import create_plugin
+from .progress import task
+
+MODEL_FORMAT = 1
+CLASSIFIERS = ("logreg", "svm", "rf", "knn", "mlp")
+FUSIONS = ("concat", "mean")
+MODEL_FILE = "model.json"
+OBJECTS_FILE = "model.joblib"
+NETWORK_FILE = "finetuned.keras"
+
+
+class ModelError(PlaceDeMarcheError):
+    """A saved model directory cannot be used: missing, damaged, or from another version."""
+
+
+@dataclass
+class TrainConfig:
+    """What to train and how to evaluate it.
+
+    Attributes:
+        text: text extractor spec (``"tfidf"``, ``"bert"``) or None.
+        image: image extractor spec (``"mobilenet:alpha=0.75"``) or None; with ``finetune``
+            a Keras backbone that is fine-tuned instead of used frozen.
+        text_field: which product text the text extractor reads: name, description or both.
+        classifier: head on frozen features: logreg (default), svm, rf, knn, mlp.
+        C: inverse regularisation of logreg and svm.
+        fusion: how text and image combine: ``concat`` (one head on both feature blocks) or
+            ``mean`` (average of the two heads' probabilities). Fine-tuned images use ``mean``.
+        folds: stratified folds of the cross-validation (0: train only, no evaluation).
+        seed: seed of the folds and of the heads.
+        class_weight: weigh classes inversely to their frequency.
+        finetune: fine-tuning settings (``FineTuneConfig``) when the image block is fine-tuned.
+    """
+
+    text: str | None = None
+    image: str | None = None
+    text_field: TextField = "both"
+    classifier: str = "logreg"
+    C: float = 1.0
+    fusion: str = "concat"
+    folds: int = 5
+    seed: int = 0
+    class_weight: bool = False
+    finetune: FineTuneConfig | None = None
+
+    def check(self) -> None:
+        if not self.text and not self.image:
+            raise PlaceDeMarcheError("nothing to train on: give a text and/or an image extractor")
+        if self.classifier not in CLASSIFIERS:
+            raise PlaceDeMarcheError(
+                f"unknown classifier '{self.classifier}': use one of {', '.join(CLASSIFIERS)}")
+        if self.fusion not in FUSIONS:
+            raise PlaceDeMarcheError(f"unknown fusion '{self.fusion}': use {' or '.join(FUSIONS)}")
+        if self.folds == 1 or self.folds < 0:
+            raise PlaceDeMarcheError(f"--folds must be 0 (no evaluation) or at least 2, got {self.folds}")
+        if self.C <= 0:
+            raise PlaceDeMarcheError(f"C must be positive, got {self.C}")
+        if self.finetune is not None:
+            if not self.image:
+                raise PlaceDeMarcheError("fine-tuning needs an image backbone: give --image")
+            self.finetune.check()
+
+    @property
+    def modalities(self) -> list[str]:
+        return [kind for kind, spec in (("text", self.text), ("image", self.image)) if spec]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["finetune"] = self.finetune.to_dict() if self.finetune else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        if data.get("finetune"):
+            data["finetune"] = FineTuneConfig(**data["finetune"])
+        return cls(**data)
+
+
+# -- the pieces of a model -------------------------------------------------------------
+class BlockScaler:
+    """Scales one modality's features so blocks of any width weigh alike in a fusion:
+    dense features are standardised, sparse ones L2-normalised (standard-scaling sparse
+    TF-IDF destroys it), then the block is divided by its mean row norm on the training rows."""
+
+    def fit(self, X):
+        import scipy.sparse
+        from sklearn.preprocessing import StandardScaler
+
+        self.sparse_ = scipy.sparse.issparse(X)
+        self.standard_ = None if self.sparse_ else StandardScaler().fit(np.asarray(X, dtype=np.float64))
+        Z = self._scaled(X)
+        sq = Z.multiply(Z).sum() if self.sparse_ else float(np.sum(np.square(Z)))
+        self.norm_ = math.sqrt(sq / max(Z.shape[0], 1)) or 1.0
+        return self
+
+    def _scaled(self, X):
+        from sklearn.preprocessing import normalize
+
+        if self.sparse_:
+            return normalize(X.tocsr().astype(np.float64))
+        return self.standard_.transform(np.asarray(X, dtype=np.float64))
+
+    def transform(self, X):
+        return self._scaled(X) / self.norm_
+
+
+def make_head(classifier: str, C: float, seed: int, class_weight: bool):
+    """A fresh scikit-learn classifier with ``predict_proba``."""
+    weight = "balanced" if class_weight else None
+    if classifier == "logreg":
+        from sklearn.linear_model import LogisticRegression
+
+        # Inputs have unit mean row norm, hence a weak penalty (large C) by default.
+        return LogisticRegression(C=C * 100.0, max_iter=5000, class_weight=weight, random_state=seed)
+    if classifier == "svm":
+        from sklearn.svm import SVC
+
+        return SVC(C=C * 10.0, kernel="rbf", probability=True, class_weight=weight, random_state=seed)
+    if classifier == "rf":
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(n_estimators=500, class_weight=weight, random_state=seed, n_jobs=-1)
+    if classifier == "knn":
+        from sklearn.neighbors import KNeighborsClassifier
+
+        return KNeighborsClassifier(n_neighbors=10, weights="distance")
+    if classifier == "mlp":
+        from sklearn.neural_network import MLPClassifier
+
+        return MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3, max_iter=500, early_stopping=True,
+                             random_state=seed)
+    raise PlaceDeMarcheError(f"unknown classifier '{classifier}': use one of {', '.join(CLASSIFIERS)}")
+
+
+def _hstack(blocks):
+    import scipy.sparse
+
+    if any(scipy.sparse.issparse(b) for b in blocks):
+        return scipy.sparse.hstack([scipy.sparse.csr_matrix(b) for b in blocks]).tocsr()
+    return np.hstack(blocks)
+
+
+@dataclass
+class Block:
+    """One modality of a fitted model."""
+
+    kind: str  # "text" or "image"
+    spec: str
+    extractor: Any  # the plugin (fitted when it learns from data)
+    scaler: BlockScaler | None = None
+    head: Any = None
+    network: FineTunedImageModel | None = None  # fine-tuned image block
+
+    def features(self, items: Sequence, cache: FeatureCache | None):
+        """Scaled features of new items (never refits a learning extractor)."""
+        if self.extractor.learns_from_data:
+            X = self.extractor.transform(list(items))
+        else:
+            X = extract_features(self.extractor, items, cache=cache).matrix
+        return self.scaler.transform(X)
+
+    def predict_proba(self, items: Sequence, cache: FeatureCache | None) -> np.ndarray:
+        if self.network is not None:
+            return self.network.predict_proba(items)
+        return self.head.predict_proba(self.features(items, cache))
+
+
+def _items(kind: str, catalog: Catalog, text_field: TextField) -> list:
+    return catalog.texts(text_field) if kind == "text" else list(catalog.image_paths)
+
+
+# -- the fitted model ----------------------------------------------------------------------
+@dataclass
+class ClassifierModel:
+    """A trained classifier: its blocks, the fusion head, the categories and where it came from.
+
+    ``predict``/``predict_proba`` take a :class:`Catalog` (or, for a single-modality model,
+    a list of texts or image paths).
+    """
+
+    config: TrainConfig
+    categories: list[str]
+    blocks: dict[str, Block]
+    fusion_head: Any = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label_encoder(self):
+        from sklearn.preprocessing import LabelEncoder
+
+        encoder = LabelEncoder()
+        encoder.classes_ = np.array(self.categories)
+        return encoder
+
+    def _as_catalog(self, data) -> Catalog:
+        if isinstance(data, Catalog):
+            return data
+        items = list(data)
+        if len(self.blocks) != 1:
+            raise PlaceDeMarcheError("this model uses text and images: pass a Catalog")
+        kind = next(iter(self.blocks))
+        n = len(items)
+        ids = [str(i) for i in range(n)]
+        if kind == "text":
+            texts, blank = [str(t) for t in items], [""] * n
+            in_description = self.config.text_field == "description"
+            return Catalog(ids=ids, names=blank if in_description else texts,
+                           descriptions=texts if in_description else blank, image_paths=[None] * n)
+        return Catalog(ids=ids, names=[""] * n, descriptions=[""] * n,
+                       image_paths=[None if p is None else Path(p) for p in items])
+
+    def available(self, catalog: Catalog) -> dict[str, np.ndarray]:
+        """For each modality of the model, which products have it usable (non-empty text,
+        an image file that decodes)."""
+        out = {}
+        if "text" in self.blocks:
+            out["text"] = np.array([bool(t.strip()) for t in catalog.texts(self.config.text_field)],
+                                   dtype=bool)
+        if "image" in self.blocks:
+            out["image"] = np.array([image_problem(p) is None for p in catalog.image_paths], dtype=bool)
+        return out
+
+    def predict_details(self, data, cache: FeatureCache | None = None) -> tuple[np.ndarray, list[str]]:
+        """Probabilities ``(n, n_categories)`` and the modality used for each product
+        (``"text+image"``, ``"text"``, ``"image"`` or ``"none"``: a row of NaN)."""
+        catalog = self._as_catalog(data)
+        n = len(catalog)
+        proba = np.full((n, len(self.categories)), np.nan)
+        has = self.available(catalog)
+        both = np.logical_and.reduce(list(has.values())) if len(has) == 2 else np.zeros(n, dtype=bool)
+        used = ["none"] * n
+        scaled: dict[str, Any] = {}
+        probas: dict[str, np.ndarray] = {}
+        for kind, block in self.blocks.items():
+            rows = np.flatnonzero(has[kind])
+            if len(rows) == 0:
+                continue
+            items = _items(kind, catalog.subset(rows), self.config.text_field)
+            if block.network is not None:
+                P = block.network.predict_proba(items)
+            else:
+                scaled[kind] = block.features(items, cache)
+                P = block.head.predict_proba(scaled[kind])
+            probas[kind] = P
+            alone = ~both[rows]
+            proba[rows[alone]] = P[alone]
+            for r in rows[alone]:
+                used[r] = kind
+        rows_both = np.flatnonzero(both)
+        if len(rows_both):
+            # rows with both modalities, in the order of each block's rows
+            text_sel, image_sel = both[has["text"]], both[has["image"]]
+            if self.fusion_head is not None:
+                Z = _hstack([_rows(scaled["text"], np.flatnonzero(text_sel)),
+                             _rows(scaled["image"], np.flatnonzero(image_sel))])
+                proba[rows_both] = self.fusion_head.predict_proba(Z)
+            else:
+                proba[rows_both] = (probas["text"][text_sel] + probas["image"][image_sel]) / 2.0
+            for r in rows_both:
+                used[r] = "text+image"
+        return proba, used
+
+    def predict_proba(self, data, cache: FeatureCache | None = None) -> np.ndarray:
+        """Probabilities per category (columns in ``categories`` order); NaN rows for products
+        with no usable modality."""
+        return self.predict_details(data, cache)[0]
+
+    def predict(self, data, cache: FeatureCache | None = None) -> list[str | None]:
+        """The predicted category of each product (None where no modality is usable)."""
+        proba = self.predict_proba(data, cache)
+        return [None if np.isnan(row).all() else self.categories[int(np.argmax(row))] for row in proba]
+
+    def save(self, directory: str | Path) -> Path:
+        return save_model(self, directory)
+
+
+# -- fitting -----------------------------------------------------------------------------
+@dataclass
+class _Precomputed:
+    """Whole-catalogue inputs that learn nothing from labels: frozen features, bottlenecks."""
+
+    features: dict[str, Any] = field(default_factory=dict)  # kind -> matrix (frozen extractors)
+    bottleneck: np.ndarray | None = None  # (views, n, ...) for a fine-tuned image block
+    split: BackboneSplit | None = None
+    feature_info: dict[str, Any] = field(default_factory=dict)
+
+
+def _rows(X, idx):
+    return X[idx] if not hasattr(X, "tocsr") else X.tocsr()[idx]
+
+
+def _fit_blocks(config: TrainConfig, catalog: Catalog, y: np.ndarray, train: np.ndarray,
+                pre: _Precomputed, n_classes: int) -> tuple[dict[str, Block], dict[str, Any], list]:
+    """Fit every block (and the fusion head) on the ``train`` rows; returns the blocks, the
+    scaled training blocks by kind (for the fusion head) and the fine-tuning history."""
+    from sklearn.base import clone
+
+    blocks: dict[str, Block] = {}
+    scaled: dict[str, Any] = {}
+    history: list = []
+    for kind in config.modalities:
+        spec = config.text if kind == "text" else config.image
+        if kind == "image" and config.finetune is not None:
+            B = pre.bottleneck[:, train]
+            top, history = train_top(pre.split, B, y[train], n_classes, config.finetune)
+            blocks[kind] = Block(kind, spec, pre.split.backbone,
+                                 network=FineTunedImageModel.from_parts(pre.split, top))
+            blocks[kind]._top = top  # type: ignore[attr-defined]  # for fast fold predictions
+            continue
+        template = create_plugin(kind, spec)
+        if template.learns_from_data:
+            extractor = clone(template)
+            items = _items(kind, catalog.subset(train), config.text_field)
+            X = extractor.fit_transform(items)
+        else:
+            extractor = template
+            X = _rows(pre.features[kind], train)
+        scaler = BlockScaler().fit(X)
+        Z = scaler.transform(X)
+        head = make_head(config.classifier, config.C, config.seed, config.class_weight).fit(Z, y[train])
+        blocks[kind] = Block(kind, spec, extractor, scaler, head)
+        scaled[kind] = Z
+    return blocks, scaled, history
+
+
+def _fusion_head(config: TrainConfig, scaled: dict[str, Any], y: np.ndarray):
+    if len(config.modalities) < 2 or config.fusion != "concat" or config.finetune is not None:
+        return None
+    Z = _hstack([scaled["text"], scaled["image"]])
+    return make_head(config.classifier, config.C, config.seed, config.class_weight).fit(Z, y)
+
+
+def _fold_proba(config: TrainConfig, catalog: Catalog, blocks: dict[str, Block], fusion_head,
+                test: np.ndarray, pre: _Precomputed) -> dict[str, np.ndarray]:
+    """Probabilities on the test rows, per modality and fused."""
+    out: dict[str, np.ndarray] = {}
+    features: dict[str, Any] = {}
+    for kind, block in blocks.items():
+        if block.network is not None:
+            top = block._top  # type: ignore[attr-defined]
+            out[kind] = np.asarray(top.predict(pre.bottleneck[0, test].astype(np.float32), verbose=0))
+            continue
+        if block.extractor.learns_from_data:
+            X = block.extractor.transform(_items(kind, catalog.subset(test), config.text_field))
+        else:
+            X = _rows(pre.features[kind], test)
+        features[kind] = block.scaler.transform(X)
+        out[kind] = block.head.predict_proba(features[kind])
+    if len(blocks) == 2:
+        if fusion_head is not None:
+            out["text+image"] = fusion_head.predict_proba(_hstack([features["text"], features["image"]]))
+        else:
+            out["text+image"] = (out["text"] + out["image"]) / 2.0
+    return out
+
+
+def _precompute(config: TrainConfig, catalog: Catalog, cache: FeatureCache | None) -> _Precomputed:
+    pre = _Precomputed()
+    for kind in config.modalities:
+        spec = config.text if kind == "text" else config.image
+        if kind == "image" and config.finetune is not None:
+            started = time.perf_counter()
+            pre.split = BackboneSplit(create_plugin("image", spec), config.finetune.unfreeze)
+            pre.bottleneck = pre.split.bottleneck(catalog.image_paths, config.finetune.n_views(),
+                                                  config.finetune.seed)
+            pre.feature_info[kind] = {"spec": spec, "fine_tuned": True,
+                                      "bottleneck_shape": list(pre.split.bottleneck_shape),
+                                      "views": int(pre.bottleneck.shape[0]),
+                                      "seconds": round(time.perf_counter() - started, 2)}
+            continue
+        extractor = create_plugin(kind, spec)
+        info = {"spec": spec, "learns_from_data": bool(extractor.learns_from_data)}
+        if not extractor.learns_from_data:
+            feats = extract_features(extractor, _items(kind, catalog, config.text_field), cache=cache)
+            pre.features[kind] = feats.matrix
+            info.update(dims=int(feats.matrix.shape[1]), cached=feats.from_cache,
+                        seconds=round(feats.seconds, 2))
+        pre.feature_info[kind] = info
+    return pre
+
+
+def _check_catalog(catalog: Catalog, config: TrainConfig) -> tuple[list[str], np.ndarray]:
+    where = catalog.source or "catalogue"
+    if len(catalog) == 0:
+        raise PlaceDeMarcheError(f"{where} is empty: no product to train on")
+    if catalog.labels is None:
+        raise PlaceDeMarcheError(f"{where} has no category column: training needs labelled products "
+                                 "(name it with --label-column)")
+    empty = [catalog.ids[i] for i, label in enumerate(catalog.labels) if not label.strip()]
+    if empty:
+        raise PlaceDeMarcheError(f"{where}: {len(empty)} product(s) have no category (first: {empty[0]})")
+    categories = catalog.categories
+    if len(categories) < 2:
+        raise PlaceDeMarcheError(f"{where} has {len(categories)} category; need at least 2 to classify")
+    index = {c: i for i, c in enumerate(categories)}
+    y = np.array([index[label] for label in catalog.labels])
+    if config.folds:
+        counts = np.bincount(y, minlength=len(categories))
+        small = [(categories[i], int(n)) for i, n in enumerate(counts) if n < config.folds]
+        if small:
+            fewest = min(n for _, n in small)
+            hint = f"use --folds {fewest} or fewer" if fewest >= 2 else "add products or remove that category"
+            listed = ", ".join(f"'{c}' has {n}" for c, n in small[:3])
+            raise PlaceDeMarcheError(
+                f"{where}: {listed} product(s), fewer than the {config.folds} folds: {hint}"
+                " (or --folds 0 to train without evaluation)")
+    return categories, y
+
+
+# -- training and cross-validation ------------------------------------------------------
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the fitted model and the cross-validation figures."""
+
+    model: ClassifierModel
+    summary: dict[str, Any]
+    folds: list[dict[str, Any]]
+    files: dict[str, str] = field(default_factory=dict)
+
+    def predict(self, data, cache: FeatureCache | None = None):
+        return self.model.predict(data, cache)
+
+    def predict_proba(self, data, cache: FeatureCache | None = None):
+        return self.model.predict_proba(data, cache)
+
+
+def train(catalog: Catalog, config: TrainConfig, *, cache: FeatureCache | None = None,
+          out: str | Path | None = None) -> TrainResult:
+    """Cross-validate (``config.folds`` stratified folds), then fit on all products.
+
+    The catalogue must be labelled and validated for the modalities used. When ``out`` is
+    given, the model directory is written there with the evaluation's report files
+    (metrics.json, folds.csv, classification_report.txt, confusion matrix PNG + CSV, and
+    learning curves for a fine-tuned image block).
+    """
+    config.check()
+    categories, y = _check_catalog(catalog, config)
+    n_classes = len(categories)
+    pre = _precompute(config, catalog, cache)
+
+    folds: list[dict[str, Any]] = []
+    oof: dict[str, np.ndarray] = {}
+    histories: list[list[dict]] = []
+    if config.folds:
+        from sklearn.model_selection import StratifiedKFold
+
+        splitter = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
+        with task("cross-validation", total=config.folds) as bar:
+            for number, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(y)), y), start=1):
+                started = time.perf_counter()
+                blocks, scaled, history = _fit_blocks(config, catalog, y, train_idx, pre, n_classes)
+                fusion = _fusion_head(config, scaled, y[train_idx])
+                probas = _fold_proba(config, catalog, blocks, fusion, test_idx, pre)
+                seconds = time.perf_counter() - started
+                row = {"fold": number, "train": int(len(train_idx)), "test": int(len(test_idx)),
+                       "seconds": round(seconds, 2)}
+                for name, P in probas.items():
+                    oof.setdefault(name, np.zeros((len(y), n_classes)))[test_idx] = P
+                    row.update({f"{name}:{k}": v for k, v in _scores(y[test_idx], P).items()})
+                folds.append(row)
+                if history:
+                    histories.append(history)
+                bar.advance(1)
+
+    started = time.perf_counter()
+    blocks, scaled, history = _fit_blocks(config, catalog, y, np.arange(len(y)), pre, n_classes)
+    fusion = _fusion_head(config, scaled, y)
+    for block in blocks.values():
+        block.__dict__.pop("_top", None)
+    final_seconds = time.perf_counter() - started
+    summary = _summary(config, catalog, categories, y, folds, oof, pre, final_seconds)
+    model = ClassifierModel(config, categories, blocks, fusion, metrics=summary, versions=library_versions())
+    result = TrainResult(model, summary, folds)
+    if out is not None:
+        save_model(model, out)
+        result.files = write_training_report(result, Path(out), y, oof, histories, history)
+    return result
+
+
+def _scores(y_true: np.ndarray, P: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    pred = np.argmax(P, axis=1)
+    return {"accuracy": round(float(accuracy_score(y_true, pred)), 4),
+            "macro_f1": round(float(f1_score(y_true, pred, average="macro")), 4)}
+
+
+def _summary(config, catalog, categories, y, folds, oof, pre, final_seconds) -> dict[str, Any]:
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    main = "text+image" if len(config.modalities) == 2 else config.modalities[0]
+    summary: dict[str, Any] = {
+        "config": config.to_dict(),
+        "catalog": {"source": catalog.source, "products": len(catalog), "categories": categories,
+                    "dropped": len(catalog.dropped)},
+        "features": pre.feature_info,
+        "main": main,
+        "folds": config.folds,
+        "final_fit_seconds": round(final_seconds, 2),
+        "results": {},
+    }
+    if not folds:
+        return summary
+    for name in oof:
+        per_fold = {m: [f[f"{name}:{m}"] for f in folds] for m in ("accuracy", "macro_f1")}
+        pred = np.argmax(oof[name], axis=1)
+        report = classification_report(y, pred, labels=range(len(categories)), target_names=categories,
+                                       output_dict=True, zero_division=0)
+        summary["results"][name] = {
+            **{f"{m}_mean": round(float(np.mean(v)), 4) for m, v in per_fold.items()},
+            **{f"{m}_sd": round(float(np.std(v)), 4) for m, v in per_fold.items()},
+            "per_class_f1": {c: round(report[c]["f1-score"], 4) for c in categories},
+            "confusion_matrix": confusion_matrix(y, pred, labels=range(len(categories))).tolist(),
+        }
+    seconds = [f["seconds"] for f in folds]
+    summary["fold_seconds_mean"] = round(float(np.mean(seconds)), 2)
+    summary["mean"] = {"accuracy": summary["results"][main]["accuracy_mean"],
+                       "accuracy_sd": summary["results"][main]["accuracy_sd"],
+                       "macro_f1": summary["results"][main]["macro_f1_mean"],
+                       "macro_f1_sd": summary["results"][main]["macro_f1_sd"]}
+    return summary
+
+
+# -- report files ------------------------------------------------------------------------
+def write_training_report(result: TrainResult, out: Path, y: np.ndarray, oof: dict[str, np.ndarray],
+                          histories: list[list[dict]], final_history: list[dict]) -> dict[str, str]:
+    from sklearn.metrics import classification_report
+
+    from .report import atomic_write_text, plot_confusion
+
+    files = {"metrics": "metrics.json"}
+    summary = result.summary
+    categories = result.model.categories
+    if result.folds:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(result.folds[0]))
+        writer.writeheader()
+        writer.writerows(result.folds)
+        atomic_write_text(out / "folds.csv", buffer.getvalue())
+        files["folds"] = "folds.csv"
+        main = summary["main"]
+        pred = np.argmax(oof[main], axis=1)
+        text = [f"{name}: {classification_report(y, np.argmax(P, axis=1), labels=range(len(categories)), target_names=categories, digits=3, zero_division=0)}"
+                for name, P in oof.items()]
+        atomic_write_text(out / "classification_report.txt",
+                          f"Out-of-fold predictions, {len(result.folds)} stratified folds\n\n" + "\n".join(text))
+        files["classification_report"] = "classification_report.txt"
+        matrix = np.array(summary["results"][main]["confusion_matrix"])
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["true \\ predicted", *categories])
+        for category, row in zip(categories, matrix):
+            writer.writerow([category, *map(int, row)])
+        atomic_write_text(out / "confusion_matrix.csv", buffer.getvalue())
+        plot_confusion(matrix, categories,
+                       f"{main}: out-of-fold predictions, {len(result.folds)} folds "
+                       f"(accuracy {summary['mean']['accuracy']:.3f})", out / "confusion_matrix.png")
+        files.update(confusion_csv="confusion_matrix.csv", confusion_png="confusion_matrix.png")
+        del pred
+    if histories or final_history:
+        plot_learning_curves(histories or [final_history], out / "learning_curves.png")
+        atomic_write_text(out / "learning_curves.json",
+                          json.dumps({"folds": histories, "final": final_history}, indent=1))
+        files.update(learning_curves="learning_curves.png", learning_curves_data="learning_curves.json")
+    summary["files"] = files
+    atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
+    return files
+
+
+def plot_learning_curves(histories: list[list[dict]], path: Path) -> None:
+    """Loss and accuracy per epoch (training and validation), one line per fold, with the
+    phase change (head -> fine-tuning) marked."""
+    from .report import _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for metric, ax in zip(("loss", "accuracy"), axes):
+        for number, history in enumerate(histories, start=1):
+            epochs = range(1, len(history) + 1)
+            line, = ax.plot(epochs, [h.get(metric, np.nan) for h in history], lw=1,
+                            label=f"fold {number} train" if len(histories) > 1 else "train")
+            if any(f"val_{metric}" in h for h in history):
+                ax.plot(epochs, [h.get(f"val_{metric}", np.nan) for h in history], lw=1, ls="--",
+                        color=line.get_color(), label=f"fold {number} validation" if len(histories) > 1 else "validation")
+            switch = next((i for i, h in enumerate(history) if h["phase"] == "finetune"), None)
+            if switch:
+                ax.axvline(switch + 0.5, color="grey", lw=0.6, ls=":")
+        ax.set_xlabel("epoch (dotted line: top layers unfrozen)")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2)
+    fig.suptitle("Fine-tuning learning curves")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- saving and loading ------------------------------------------------------------------
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("placedemarche", "scikit-learn", "numpy", "scipy", "keras", "tensorflow", "torch"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])
+
+
+def save_model(model: ClassifierModel, directory: str | Path) -> Path:
+    """Write the model directory: model.json (config, categories, versions, metrics),
+    model.joblib (extractors, scalers, heads, label encoder) and finetuned.keras."""
+    import joblib
+
+    from .report import atomic_write_text
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    networks = {kind: block.network for kind, block in model.blocks.items() if block.network is not None}
+    for kind, network in networks.items():
+        network.save(directory / NETWORK_FILE)
+    objects = {
+        "blocks": {kind: Block(b.kind, b.spec, b.extractor, b.scaler, b.head, None)
+                   for kind, b in model.blocks.items()},
+        "fusion_head": model.fusion_head,
+        "label_encoder": model.label_encoder,
+    }
+    tmp = directory / f".{OBJECTS_FILE}.tmp"
+    joblib.dump(objects, tmp)
+    tmp.replace(directory / OBJECTS_FILE)
+    meta = {
+        "format": MODEL_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "versions": model.versions or library_versions(),
+        "config": model.config.to_dict(),
+        "categories": model.categories,
+        "modalities": list(model.blocks),
+        "extractors": {kind: {"spec": b.spec, "plugin": b.extractor.name,
+                              "params": {k: repr(v) for k, v in b.extractor.get_params().items()},
+                              "fine_tuned": b.network is not None}
+                       for kind, b in model.blocks.items()},
+        "files": {"objects": OBJECTS_FILE, **({"network": NETWORK_FILE} if networks else {})},
+        "metrics": {k: v for k, v in model.metrics.items() if k in ("mean", "results", "folds", "main")},
+    }
+    atomic_write_text(directory / MODEL_FILE, json.dumps(meta, indent=2))
+    return directory
+
+
+def load_model(directory: str | Path) -> ClassifierModel:
+    """Load a model directory written by :func:`save_model`, checking it first: a missing or
+    damaged file, or one written by another placedemarche or scikit-learn major.minor
+    version, raises :class:`ModelError` with one line saying what to do."""
+    directory = Path(directory)
+    meta_path = directory / MODEL_FILE
+    if not directory.is_dir():
+        raise ModelError(f"model directory not found: {directory}")
+    if not meta_path.is_file():
+        raise ModelError(f"{directory} is not a placedemarche model: {MODEL_FILE} is missing (train one with pm train)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"{meta_path} is damaged ({type(exc).__name__}): train the model again") from None
+    if meta.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{directory}: model format {meta.get('format')!r}, this placedemarche reads "
+                         f"format {MODEL_FORMAT}: train the model again")
+    saved = meta.get("versions") or {}
+    current = library_versions()
+    for package in ("placedemarche", "scikit-learn"):
+        if package in saved and package in current and _major_minor(saved[package]) != _major_minor(current[package]):
+            raise ModelError(
+                f"{directory} was saved with {package} {saved[package]}, this is {current[package]}: "
+                f"retrain it with this version (or install {package}=={saved[package]})")
+    if "network" in meta.get("files", {}) and "keras" in saved and "keras" in current \
+            and saved["keras"].split(".")[0] != current["keras"].split(".")[0]:
+        raise ModelError(f"{directory} was saved with keras {saved['keras']}, this is {current['keras']}: "
+                         "retrain it with this version")
+    objects_path = directory / OBJECTS_FILE
+    if not objects_path.is_file():
+        raise ModelError(f"{directory}: {OBJECTS_FILE} is missing: the model directory is incomplete, train again")
+    import joblib
+
+    try:
+        objects = joblib.load(objects_path)
+        blocks: dict[str, Block] = objects["blocks"]
+        config = TrainConfig.from_dict(meta["config"])
+    except Exception as exc:  # unpickling raises anything on a damaged file
+        raise ModelError(f"{objects_path} cannot be read ({type(exc).__name__}): the file is damaged, "
+                         "train the model again") from None
+    if "network" in meta.get("files", {}):
+        network_path = directory / meta["files"]["network"]
+        if not network_path.is_file():
+            raise ModelError(f"{directory}: {network_path.name} is missing: train the model again")
+        try:
+            blocks["image"].network = FineTunedImageModel.load(blocks["image"].extractor, network_path)
+        except Exception as exc:
+            raise ModelError(f"{network_path} cannot be read ({type(exc).__name__}): the file is damaged, "
+                             "train the model again") from None
+    return ClassifierModel(config, list(meta["categories"]), blocks, objects.get("fusion_head"),
+                           metrics=meta.get("metrics", {}), versions=saved)
+
+
+# -- prediction on a new catalogue ---------------------------------------------------------
+@dataclass
+class PredictionResult:
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    counts: dict[str, int]  # modality used -> products
+    accuracy: float | None = None  # when the catalogue carries true categories
+
+
+def predict_catalog(model: ClassifierModel, catalog: Catalog, *, top_k: int = 1,
+                    cache: FeatureCache | None = None, out: str | Path | None = None) -> PredictionResult:
+    """Predict every product of ``catalog``; write a CSV to ``out`` when given.
+
+    Each row has the product id and name, the predicted category and its probability (and
+    the next ``top_k - 1``), and the modality the prediction used. A product with neither a
+    usable text nor a usable image is kept with an empty category and a note saying why.
+    """
+    if top_k < 1:
+        raise PlaceDeMarcheError(f"--top-k must be 1 or more, got {top_k}")
+    if len(catalog) == 0:
+        raise PlaceDeMarcheError(f"{catalog.source or 'catalogue'} is empty: nothing to predict")
+    top_k = min(top_k, len(model.categories))
+    proba, used = model.predict_details(catalog, cache)
+    columns = ["id", "name", "category", "probability", "modality"]
+    for k in range(2, top_k + 1):
+        columns += [f"category_{k}", f"probability_{k}"]
+    if catalog.labels is not None:
+        columns.append("true_category")
+    columns.append("note")
+    rows = []
+    has = model.available(catalog)
+    for i in range(len(catalog)):
+        row: dict[str, Any] = {"id": catalog.ids[i], "name": catalog.names[i], "modality": used[i]}
+        notes = [f"no usable {kind}" for kind, mask in has.items() if not mask[i]]
+        if np.isnan(proba[i]).all():
+            row.update(category="", probability="")
+            for k in range(2, top_k + 1):
+                row.update({f"category_{k}": "", f"probability_{k}": ""})
+        else:
+            order = np.argsort(-proba[i])
+            row.update(category=model.categories[order[0]], probability=round(float(proba[i, order[0]]), 4))
+            for k in range(2, top_k + 1):
+                row.update({f"category_{k}": model.categories[order[k - 1]],
+                            f"probability_{k}": round(float(proba[i, order[k - 1]]), 4)})
+        if catalog.labels is not None:
+            row["true_category"] = catalog.labels[i]
+        row["note"] = "; ".join(notes)
+        rows.append(row)
+    counts: dict[str, int] = {}
+    for u in used:
+        counts[u] = counts.get(u, 0) + 1
+    accuracy = None
+    if catalog.labels is not None:
+        scored = [r for r in rows if r["category"] and r["true_category"]]
+        if scored:
+            accuracy = sum(r["category"] == r["true_category"] for r in scored) / len(scored)
+    result = PredictionResult(rows, columns, counts, accuracy)
+    if out is not None:
+        from .report import atomic_write_text
+
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(Path(out), buffer.getvalue())
+    return result
