@@ -27,7 +27,8 @@ class EfficientNetLite0Extractor(ImageExtractor):
         batch_size: images per forward pass (4 was fastest on a 2-core CPU: larger batches
             overflow the caches; raise it on a GPU).
         workers: threads decoding images.
-        threads: torch intra-op threads (default: torch's choice).
+        threads: torch intra-op threads while transforming (default: torch's choice); 1 is
+            much faster when other processes already keep every core busy.
 
     Usage::
 
@@ -100,18 +101,22 @@ class EfficientNetLite0Extractor(ImageExtractor):
         from placedemarche.core.images import iter_image_batches
 
         network = self._network()
-        if self.threads:
-            torch.set_num_threads(int(self.threads))
         paths = list(X)
         out = np.zeros((len(paths), 1280), dtype=np.float32)
         start = 0
-        with torch.inference_mode(), task(f"{self.name}: images", total=len(paths)) as bar:
-            for batch in iter_image_batches(paths, self.input_size, self.batch_size, self.workers):
-                tensor = torch.from_numpy(np.ascontiguousarray(self._normalise(batch).transpose(0, 3, 1, 2)))
-                maps = network.extract_features(tensor)
-                out[start:start + len(batch)] = maps.mean(dim=(2, 3)).numpy()
-                start += len(batch)
-                bar.advance(len(batch))
+        previous_threads = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(int(self.threads))
+        try:
+            with torch.inference_mode(), task(f"{self.name}: images", total=len(paths)) as bar:
+                for batch in iter_image_batches(paths, self.input_size, self.batch_size, self.workers):
+                    tensor = torch.from_numpy(np.ascontiguousarray(self._normalise(batch).transpose(0, 3, 1, 2)))
+                    maps = network.extract_features(tensor)
+                    out[start:start + len(batch)] = maps.mean(dim=(2, 3)).numpy()
+                    start += len(batch)
+                    bar.advance(len(batch))
+        finally:
+            torch.set_num_threads(previous_threads)  # torch's setting is process-wide
         return out
 
     def __getstate__(self):
