@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,8 @@ class EfficientNetLite0Extractor(ImageExtractor):
         batch_size: images per forward pass (4 was fastest on a 2-core CPU: larger batches
             overflow the caches; raise it on a GPU).
         workers: threads decoding images.
-        threads: torch intra-op threads while transforming (default: torch's choice); 1 is
-            much faster when other processes already keep every core busy.
+        threads: torch intra-op threads while transforming (default: torch's choice less one
+            core, which the image decoding uses).
 
     Usage::
 
@@ -89,6 +90,17 @@ class EfficientNetLite0Extractor(ImageExtractor):
         self._network()
         return self
 
+    def torch_threads(self) -> int:
+        """Intra-op threads used while transforming: ``threads``, or else torch's default less
+        one core, left to the threads decoding images (torch's spinning thread pool slows down
+        many-fold when it competes with them for every core)."""
+        import torch
+
+        if self.threads:
+            return int(self.threads)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(torch.get_num_threads(), cores - 1))
+
     def _normalise(self, batch: np.ndarray) -> np.ndarray:
         x = batch.astype(np.float32)
         if self.normalisation == "tf":
@@ -105,8 +117,7 @@ class EfficientNetLite0Extractor(ImageExtractor):
         out = np.zeros((len(paths), 1280), dtype=np.float32)
         start = 0
         previous_threads = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(int(self.threads))
+        torch.set_num_threads(self.torch_threads())
         try:
             with torch.inference_mode(), task(f"{self.name}: images", total=len(paths)) as bar:
                 for batch in iter_image_batches(paths, self.input_size, self.batch_size, self.workers):
