@@ -17,7 +17,7 @@ from .options import catalog_options
               show_default=True, help="Which product text the text extractor reads.")
 @click.option("--classifier", type=click.Choice(["logreg", "svm", "rf", "knn", "mlp"]), default="logreg",
               show_default=True, help="Head trained on frozen features.")
-@click.option("--C", "C", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--C", "C", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Inverse regularisation of logreg/svm (features are scaled to unit row norm).")
 @click.option("--fusion", type=click.Choice(["concat", "mean"]), default="concat", show_default=True,
               help="Text + image: one head on both feature blocks, or the mean of the two heads' probabilities.")
