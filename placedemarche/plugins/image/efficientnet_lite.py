@@ -30,6 +30,8 @@ class EfficientNetLite0Extractor(ImageExtractor):
         workers: threads decoding images.
         threads: torch intra-op threads while transforming (default: torch's choice less one
             core, which the image decoding uses).
+        fold: run a copy of the network with its batch norms folded into the convolutions,
+            channels-last (faster on CPU; the same features to about 1e-5).
 
     Usage::
 
@@ -43,13 +45,15 @@ class EfficientNetLite0Extractor(ImageExtractor):
     extra = "torch"
 
     def __init__(self, weights: str | None = "imagenet", normalisation: str = "tf", input_size: int = 224,
-                 batch_size: int = 4, workers: int | None = None, threads: int | None = None):
+                 batch_size: int = 4, workers: int | None = None, threads: int | None = None,
+                 fold: bool = True):
         self.weights = weights
         self.normalisation = normalisation
         self.input_size = input_size
         self.batch_size = batch_size
         self.workers = workers
         self.threads = threads
+        self.fold = fold
 
     def load_network(self):
         self.require()
@@ -90,6 +94,28 @@ class EfficientNetLite0Extractor(ImageExtractor):
         self._network()
         return self
 
+    def _pooled_features(self):
+        """The function batch tensor -> (b, 1280) pooled features used by transform."""
+        if getattr(self, "features_", None) is not None:
+            return self.features_
+        import torch
+
+        network = self._network()
+
+        class PooledFeatures(torch.nn.Module):
+            def __init__(self, net):
+                super().__init__()
+                self.net = net
+
+            def forward(self, x):
+                return self.net.extract_features(x).mean(dim=(2, 3))
+
+        if self.fold:
+            network = fold_batch_norms(network).to(memory_format=torch.channels_last)
+        pooled = PooledFeatures(network).eval()
+        self.features_ = pooled
+        return pooled
+
     def torch_threads(self) -> int:
         """Intra-op threads used while transforming: ``threads``, or else torch's default less
         one core, left to the threads decoding images (torch's spinning thread pool slows down
@@ -112,7 +138,8 @@ class EfficientNetLite0Extractor(ImageExtractor):
 
         from placedemarche.core.images import iter_image_batches
 
-        network = self._network()
+        features = self._pooled_features()
+        memory_format = torch.channels_last if self.fold else torch.contiguous_format
         paths = list(X)
         out = np.zeros((len(paths), 1280), dtype=np.float32)
         start = 0
@@ -121,9 +148,9 @@ class EfficientNetLite0Extractor(ImageExtractor):
         try:
             with torch.inference_mode(), task(f"{self.name}: images", total=len(paths)) as bar:
                 for batch in iter_image_batches(paths, self.input_size, self.batch_size, self.workers):
-                    tensor = torch.from_numpy(np.ascontiguousarray(self._normalise(batch).transpose(0, 3, 1, 2)))
-                    maps = network.extract_features(tensor)
-                    out[start:start + len(batch)] = maps.mean(dim=(2, 3)).numpy()
+                    # NHWC pixels are already channels-last: permute gives NCHW without a copy
+                    tensor = torch.from_numpy(self._normalise(batch)).permute(0, 3, 1, 2)
+                    out[start:start + len(batch)] = features(tensor.contiguous(memory_format=memory_format)).numpy()
                     start += len(batch)
                     bar.advance(len(batch))
         finally:
@@ -133,7 +160,38 @@ class EfficientNetLite0Extractor(ImageExtractor):
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("network_", None)
+        state.pop("features_", None)
         return state
+
+
+def fold_batch_norms(network):
+    """A copy of an EfficientNet(-Lite) in eval mode whose BatchNorm layers are folded into the
+    convolutions before them: conv(x) * g + b as one convolution, one pass over memory less."""
+    import copy
+
+    import torch
+
+    network = copy.deepcopy(network).eval()
+
+    def fold(owner, conv_name, bn_name):
+        conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = bn.bias - bn.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
+        with torch.no_grad():
+            conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+            conv.bias = torch.nn.Parameter(bias.detach())
+        setattr(owner, bn_name, torch.nn.Identity())
+
+    fold(network, "_conv_stem", "_bn0")
+    fold(network, "_conv_head", "_bn1")
+    for block in network._blocks:
+        if hasattr(block, "_expand_conv"):
+            fold(block, "_expand_conv", "_bn0")
+        fold(block, "_depthwise_conv", "_bn1")
+        fold(block, "_project_conv", "_bn2")
+    return network
 
 
 @hookimpl
