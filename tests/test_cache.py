@@ -49,3 +49,13 @@ def test_dense_roundtrip_damaged_entry_and_clear(tmp_path):
     assert cache.load("ab" + "0" * 62) is None  # recomputed rather than crashing
     assert cache.clear().entries == 1
     assert cache.info().entries == 0
+
+
+def test_key_changes_when_nltk_data_appears_or_disappears(monkeypatch):
+    from placedemarche.core import text as textmod
+
+    ext = create_plugin("text", "tfidf")
+    fp = fingerprint_texts(TEXTS)
+    with_data = extractor_key(ext, fp)
+    monkeypatch.setattr(textmod, "resource_state", lambda language="english": {"wordnet": False})
+    assert extractor_key(ext, fp) != with_data

@@ -73,6 +73,10 @@ def extractor_key(extractor: Any, fingerprint: str) -> str:
         "params": _jsonable(extractor.get_params()),
         "inputs": fingerprint,
     }
+    if getattr(cls, "kind", "") == "text":
+        from .text import resource_state
+
+        payload["nltk"] = resource_state()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

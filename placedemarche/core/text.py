@@ -94,6 +94,16 @@ def _normaliser(kind: Normalise, language: str) -> Callable[[str], str]:
     raise ValueError(f"unknown normalisation '{kind}': use lemma, stem or none")
 
 
+def resource_state(language: str = "english") -> dict[str, bool]:
+    """Which NLTK resources are found: text features differ with and without them, so the
+    feature cache keys on this."""
+    return {name: _nltk_has(path) for name, path in (
+        ("punkt_tab", f"tokenizers/punkt_tab/{language}"),
+        ("stopwords", f"corpora/stopwords/{language}"),
+        ("wordnet", "corpora/wordnet"),
+    )}
+
+
 def strip_accents(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
