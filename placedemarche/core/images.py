@@ -31,12 +31,16 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
         raise ImageReadError(f"cannot decode image {path}: the file is missing, empty or corrupt")
     h, w = image.shape[:2]
     side = max(h, w)
-    if h != w:
-        top, left = (side - h) // 2, (side - w) // 2
-        image = cv2.copyMakeBorder(image, top, side - h - top, left, side - w - left,
+    # resize first (longest side to ``size``), then pad: the same picture as padding first,
+    # with far fewer pixels to pad and resample
+    nh, nw = max(1, round(h * size / side)), max(1, round(w * size / side))
+    if (nh, nw) != (h, w):
+        interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+        image = cv2.resize(image, (nw, nh), interpolation=interpolation)
+    if nh != nw:
+        top, left = (size - nh) // 2, (size - nw) // 2
+        image = cv2.copyMakeBorder(image, top, size - nh - top, left, size - nw - left,
                                    cv2.BORDER_CONSTANT, value=(255, 255, 255))
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    image = cv2.resize(image, (size, size), interpolation=interpolation)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -72,8 +76,21 @@ def iter_image_batches(paths: Sequence[str | os.PathLike], size: int, batch_size
         for batch in iter_image_batches(paths, 224, batch_size=64):
             features.append(model(batch))
     """
+    import cv2
+
     paths = list(paths)
     workers = workers or min(8, os.cpu_count() or 1)
+    # the pool already decodes images side by side: OpenCV's own threads inside each call
+    # would only fight it (and the network) for the cores
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield from _decoded_ahead(paths, size, batch_size, workers, prefetch)
+    finally:
+        cv2.setNumThreads(cv_threads)
+
+
+def _decoded_ahead(paths: list, size: int, batch_size: int, workers: int, prefetch: int) -> Iterator[np.ndarray]:
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     sub = max(1, batch_size // workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
