@@ -25,8 +25,8 @@ class EfficientNetLite0Extractor(ImageExtractor):
         normalisation: "tf" ((x - 127) / 128, as the official TF-Lite models) or "imagenet"
             (mean/std); both give correct ImageNet predictions on the product photos.
         input_size: square input size.
-        batch_size: images per forward pass (4 was fastest on a 2-core CPU: larger batches
-            overflow the caches; raise it on a GPU).
+        batch_size: images per forward pass (2 was fastest on a 2-core CPU with the folded
+            channels-last network: larger batches overflow the caches).
         workers: threads decoding images.
         threads: torch intra-op threads while transforming (default: torch's choice less one
             core, which the image decoding uses).
@@ -45,7 +45,7 @@ class EfficientNetLite0Extractor(ImageExtractor):
     extra = "torch"
 
     def __init__(self, weights: str | None = "imagenet", normalisation: str = "tf", input_size: int = 224,
-                 batch_size: int = 4, workers: int | None = None, threads: int | None = None,
+                 batch_size: int = 2, workers: int | None = None, threads: int | None = None,
                  fold: bool = True):
         self.weights = weights
         self.normalisation = normalisation
