@@ -1,8 +1,6 @@
 """EfficientNet-Lite0 (PyTorch): shapes, batching, determinism, normalisation, the real
-packaged ImageNet weights on Flipkart photos, pickling and weight-file errors.
-
-(Real-weight neighbours on the tiny catalogue, a corrupt image and the missing-dependency
-hint are in test_torch_extractors.py.)"""
+packaged ImageNet weights on Flipkart photos, pickling, errors (weights, options, a corrupt
+image in a batch, a missing optional dependency)."""
 
 from __future__ import annotations
 
@@ -12,8 +10,8 @@ import numpy as np
 import pytest
 
 from placedemarche.core.catalog import load_catalog
-from placedemarche.core.errors import PlaceDeMarcheError
-from placedemarche.core.plugins import create_plugin
+from placedemarche.core.errors import ImageReadError, MissingDependencyError, PlaceDeMarcheError
+from placedemarche.core.plugins import create_plugin, get_plugin_class
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite_pytorch")
@@ -101,3 +99,26 @@ def test_folded_batch_norms_give_the_same_features(five_images):
     plain = create_plugin("image", "efficientnet-lite0:fold=False").fit_transform(five_images)
     assert np.abs(folded).max() > 0.1
     assert np.allclose(folded, plain, atol=1e-4)
+
+
+def test_bad_options_and_files_are_named(tmp_path, five_images):
+    with pytest.raises(PlaceDeMarcheError, match=r"weights file not found: .*absent\.pth"):
+        create_plugin("image", f"efficientnet-lite0:weights={tmp_path / 'absent.pth'}").fit(five_images)
+    with pytest.raises(PlaceDeMarcheError, match="unknown normalisation 'caffe': use tf or imagenet"):
+        create_plugin("image", "efficientnet-lite0:normalisation='caffe'").fit(five_images)
+
+
+def test_corrupt_image_in_a_batch(tmp_path, five_images):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not really a jpeg")
+    ext = create_plugin("image", "efficientnet-lite0:weights=None,input_size=32,batch_size=2")
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        ext.fit_transform(five_images[:3] + [bad])
+
+
+def test_missing_optional_dependency(monkeypatch):
+    cls = get_plugin_class("image", "efficientnet-lite0")
+    monkeypatch.setattr(cls, "requires", ("torch_not_installed_here",))
+    assert cls.install_hint() == 'pip install "placedemarche[torch]"'
+    with pytest.raises(MissingDependencyError, match=r'torch_not_installed_here: pip install "placedemarche\[torch\]"'):
+        create_plugin("image", "efficientnet-lite0")
