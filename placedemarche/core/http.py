@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from .base import Source
 from .errors import SourceError
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -162,3 +163,23 @@ def _reason(exc: Exception) -> str:
     text = str(exc).replace("\n", " ")
     cause = text.split("Caused by ", 1)[-1].rstrip(")")
     return cause[:160]
+
+
+class HttpSource(Source):
+    """A source that queries an HTTP API through one RateLimitedClient built from its
+    ``user_agent``, ``timeout``, ``max_retries``, ``backoff_factor``, ``min_interval`` and
+    ``time_budget`` parameters; it reports the client's retries and waits."""
+
+    def _client(self) -> RateLimitedClient:
+        if getattr(self, "client_", None) is None:
+            self.client_ = RateLimitedClient(
+                user_agent=self.user_agent, timeout=self.timeout, max_retries=self.max_retries,
+                backoff_factor=self.backoff_factor, min_interval=self.min_interval,
+                time_budget=self.time_budget)
+        return self.client_
+
+    def retries(self) -> int:
+        return self._client().retries
+
+    def waited(self) -> float:
+        return self._client().waited

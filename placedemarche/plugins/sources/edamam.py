@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-from placedemarche import Source, __version__, hookimpl
+from placedemarche import __version__, hookimpl
 from placedemarche.core.base import SourcePage
+from placedemarche.core.http import HttpSource
 from placedemarche.core.errors import SourceError
 
 FOOD_KEYS = ("foodId", "label", "knownAs", "category", "categoryLabel", "foodContentsLabel", "image")
 
 
-class EdamamSource(Source):
+class EdamamSource(HttpSource):
     """Foods matching an ingredient query on Edamam (``/api/food-database/v2/parser``).
 
     Credentials come from ``app_id`` / ``app_key`` or the environment variables
@@ -56,22 +57,6 @@ class EdamamSource(Source):
 
     def check(self) -> None:
         self._credentials()
-
-    def _client(self):
-        if getattr(self, "client_", None) is None:
-            from placedemarche.core.http import RateLimitedClient
-
-            self.client_ = RateLimitedClient(
-                user_agent=self.user_agent, timeout=self.timeout, max_retries=self.max_retries,
-                backoff_factor=self.backoff_factor, min_interval=self.min_interval,
-                time_budget=self.time_budget)
-        return self.client_
-
-    def retries(self) -> int:
-        return self._client().retries
-
-    def waited(self) -> float:
-        return self._client().waited
 
     def pages(self, query: str, start_page: int = 1) -> Iterator[SourcePage]:
         app_id, app_key = self._credentials()

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from placedemarche import Source, __version__, hookimpl
+from placedemarche import __version__, hookimpl
 from placedemarche.core.base import SourcePage
+from placedemarche.core.http import HttpSource
 from placedemarche.core.errors import SourceError
 
 FIELDS = ("code", "product_name", "categories", "categories_tags", "ingredients_text", "image_url",
           "brands", "quantity", "countries")
 
 
-class OpenFoodFactsSource(Source):
+class OpenFoodFactsSource(HttpSource):
     """Products matching a full-text query on Open Food Facts (``/cgi/search.pl``).
 
     The API asks clients to identify themselves (``user_agent``) and to keep searches to
@@ -50,22 +51,6 @@ class OpenFoodFactsSource(Source):
         self.backoff_factor = backoff_factor
         self.min_interval = min_interval
         self.time_budget = time_budget
-
-    def _client(self):
-        if getattr(self, "client_", None) is None:
-            from placedemarche.core.http import RateLimitedClient
-
-            self.client_ = RateLimitedClient(
-                user_agent=self.user_agent, timeout=self.timeout, max_retries=self.max_retries,
-                backoff_factor=self.backoff_factor, min_interval=self.min_interval,
-                time_budget=self.time_budget)
-        return self.client_
-
-    def retries(self) -> int:
-        return self._client().retries
-
-    def waited(self) -> float:
-        return self._client().waited
 
     def pages(self, query: str, start_page: int = 1) -> Iterator[SourcePage]:
         url = self.base_url.rstrip("/") + "/cgi/search.pl"
