@@ -38,7 +38,9 @@ class KerasBackbone(ImageExtractor):
     """Base class: a headless keras.applications CNN with global average pooling.
 
     Subclasses set ``application`` (the keras.applications class name), ``preprocess_module``
-    (the keras.applications module whose ``preprocess_input`` applies) and ``default_size``.
+    (the keras.applications module whose ``preprocess_input`` applies), ``weights_file`` (the
+    name of the ImageNet no-top weights file in the Keras cache; MobileNets fill in ``{alpha}``
+    and ``{size}``) and, where 224 is not right, ``default_size``.
 
     Args:
         weights: "imagenet", a path to a local .h5 weights file, or None.
@@ -58,6 +60,7 @@ class KerasBackbone(ImageExtractor):
     preprocess_module: ClassVar[str] = ""
     default_size: ClassVar[int] = 224
     fixed_size: ClassVar[bool] = False  # NASNetMobile with ImageNet weights needs 224
+    weights_file: ClassVar[str] = ""
 
     def __init__(self, weights: str | None = "imagenet", batch_size: int = 32,
                  input_size: int | None = None, workers: int | None = None):
@@ -73,9 +76,12 @@ class KerasBackbone(ImageExtractor):
     def _application_kwargs(self) -> dict:
         return {}
 
+    def _weights_file_fields(self) -> dict:
+        return {}
+
     def expected_weights_file(self) -> str:
         """Name of the ImageNet no-top weights file Keras looks for in its cache."""
-        return ""
+        return self.weights_file.format(**self._weights_file_fields())
 
     def load_base(self):
         """The headless, average-pooled backbone with this plugin's weights."""
@@ -162,9 +168,7 @@ class VGG16Extractor(KerasBackbone):
     description = "VGG16 ImageNet features (Keras), 512-d"
     application = "VGG16"
     preprocess_module = "vgg16"
-
-    def expected_weights_file(self):
-        return "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    weights_file = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
 class ResNet50Extractor(KerasBackbone):
@@ -173,9 +177,7 @@ class ResNet50Extractor(KerasBackbone):
     description = "ResNet50 ImageNet features (Keras), 2048-d"
     application = "ResNet50"
     preprocess_module = "resnet"
-
-    def expected_weights_file(self):
-        return "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    weights_file = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
 class EfficientNetB0Extractor(KerasBackbone):
@@ -184,9 +186,7 @@ class EfficientNetB0Extractor(KerasBackbone):
     description = "EfficientNetB0 ImageNet features (Keras), 1280-d"
     application = "EfficientNetB0"
     preprocess_module = "efficientnet"
-
-    def expected_weights_file(self):
-        return "efficientnetb0_notop.h5"
+    weights_file = "efficientnetb0_notop.h5"
 
 
 class NASNetMobileExtractor(KerasBackbone):
@@ -196,17 +196,18 @@ class NASNetMobileExtractor(KerasBackbone):
     application = "NASNetMobile"
     preprocess_module = "nasnet"
     fixed_size = True
-
-    def expected_weights_file(self):
-        return "nasnet_mobile_no_top.h5"
+    weights_file = "nasnet_mobile_no_top.h5"
 
 
 class _AlphaBackbone(KerasBackbone):
     """A MobileNet: ``alpha`` scales the width. ImageNet weights exist for a few alphas and
-    input sizes; at another size Keras loads the 224 weights (the convolutions fit any size)."""
+    input sizes; at another size Keras loads the 224 weights (the convolutions fit any size).
+    ``weights_file`` takes ``{alpha}`` (spelt as in ``alpha_names``, else as a float) and
+    ``{size}``."""
 
     imagenet_alphas: ClassVar[tuple[float, ...]] = ()
     imagenet_sizes: ClassVar[tuple[int, ...]] = ()
+    alpha_names: ClassVar[dict[float, str]] = {}
 
     def __init__(self, weights: str | None = "imagenet", alpha: float = 1.0, batch_size: int = 32,
                  input_size: int | None = None, workers: int | None = None):
@@ -216,9 +217,11 @@ class _AlphaBackbone(KerasBackbone):
     def _application_kwargs(self):
         return {"alpha": self.alpha}
 
-    def _weights_size(self) -> int:
+    def _weights_file_fields(self):
+        alpha = float(self.alpha)
         size = self.image_size()
-        return size if size in self.imagenet_sizes else 224
+        return {"alpha": self.alpha_names.get(alpha, str(alpha)),
+                "size": size if size in self.imagenet_sizes else 224}
 
     def load_base(self):
         if self.weights == "imagenet" and float(self.alpha) not in self.imagenet_alphas:
@@ -236,10 +239,8 @@ class MobileNetExtractor(_AlphaBackbone):
     preprocess_module = "mobilenet"
     imagenet_alphas = (0.25, 0.5, 0.75, 1.0)
     imagenet_sizes = (128, 160, 192, 224)
-
-    def expected_weights_file(self):
-        alpha = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}.get(float(self.alpha), str(self.alpha))
-        return f"mobilenet_{alpha}_{self._weights_size()}_tf_no_top.h5"
+    alpha_names = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}
+    weights_file = "mobilenet_{alpha}_{size}_tf_no_top.h5"
 
 
 class MobileNetV2Extractor(_AlphaBackbone):
@@ -249,10 +250,7 @@ class MobileNetV2Extractor(_AlphaBackbone):
     preprocess_module = "mobilenet_v2"
     imagenet_alphas = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
     imagenet_sizes = (96, 128, 160, 192, 224)
-
-    def expected_weights_file(self):
-        return (f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(self.alpha)}_"
-                f"{self._weights_size()}_no_top.h5")
+    weights_file = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{size}_no_top.h5"
 
 
 BACKBONES = (VGG16Extractor, ResNet50Extractor, EfficientNetB0Extractor, NASNetMobileExtractor,
