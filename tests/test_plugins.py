@@ -112,19 +112,25 @@ def test_sklearn_clone_and_pipeline_accept_extractors():
     assert scores.mean() > 0.9
 
 
-def _write_fake_distribution(root, dist_name, module_name, module_source):
-    (root / f"{module_name}.py").write_text(textwrap.dedent(module_source))
-    info = root / f"{dist_name}-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[placedemarche]\n{dist_name} = {module_name}\n")
+@pytest.fixture
+def install_distribution(tmp_path, monkeypatch):
+    """Install a fake distribution whose ``placedemarche`` entry point is one module, then
+    reload the plugins; it is off sys.path again after the test."""
+
+    def install(dist_name, module_name, module_source):
+        (tmp_path / f"{module_name}.py").write_text(textwrap.dedent(module_source))
+        info = tmp_path / f"{dist_name}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[placedemarche]\n{dist_name} = {module_name}\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        plugins.reset_plugins()
+
+    return install
 
 
-def test_plugin_that_raises_on_import_is_reported_not_fatal(tmp_path, monkeypatch):
-    _write_fake_distribution(tmp_path, "broken-plugin", "broken_plugin_mod",
-                             "raise RuntimeError('boom at import')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    plugins.reset_plugins()
+def test_plugin_that_raises_on_import_is_reported_not_fatal(install_distribution):
+    install_distribution("broken-plugin", "broken_plugin_mod", "raise RuntimeError('boom at import')\n")
     failures = plugins.plugin_failures()
     assert any(f.plugin == "broken-plugin" and "boom at import" in f.error for f in failures)
     # other commands keep working, and `pm plugins` shows the failure
@@ -135,8 +141,8 @@ def test_plugin_that_raises_on_import_is_reported_not_fatal(tmp_path, monkeypatc
     assert shown.exit_code == 0 and "boom at import" in shown.output
 
 
-def test_pm_load_plugins_restricts_entry_points(tmp_path, monkeypatch):
-    _write_fake_distribution(tmp_path, "shout-dist", "shout_dist_mod", """
+def test_pm_load_plugins_restricts_entry_points(install_distribution, monkeypatch):
+    install_distribution("shout-dist", "shout_dist_mod", """
         import numpy as np
         from placedemarche import TextExtractor, hookimpl
 
@@ -150,16 +156,14 @@ def test_pm_load_plugins_restricts_entry_points(tmp_path, monkeypatch):
         def register_text_extractors(register):
             register(Loud)
         """)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    plugins.reset_plugins()
     assert plugins.available_plugins("text")["loud"].provider == "shout-dist"
     monkeypatch.setenv("PM_LOAD_PLUGINS", "")
     plugins.reset_plugins()
     assert "loud" not in plugins.available_plugins("text")
 
 
-def test_third_party_cannot_replace_a_builtin(tmp_path, monkeypatch):
-    _write_fake_distribution(tmp_path, "impostor", "impostor_mod", """
+def test_third_party_cannot_replace_a_builtin(install_distribution):
+    install_distribution("impostor", "impostor_mod", """
         from placedemarche import TextExtractor, hookimpl
 
         class FakeTfidf(TextExtractor):
@@ -170,8 +174,6 @@ def test_third_party_cannot_replace_a_builtin(tmp_path, monkeypatch):
         def register_text_extractors(register):
             register(FakeTfidf)
         """)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    plugins.reset_plugins()
     assert plugins.available_plugins("text")["tfidf"].provider == "placedemarche"
     assert any("already provided by placedemarche" in f.error for f in plugins.plugin_failures())
 
