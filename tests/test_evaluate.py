@@ -140,3 +140,36 @@ def test_cli_evaluate_on_missing_fail_names_rows(tiny_catalog, tmp_path, mean_co
                                  "--on-missing", "fail", "--no-progress", "--out", str(tmp_path / "o")])
     assert result.exit_code == 1
     assert "row wat002 (line 4): image file not found" in result.output
+
+
+def test_tsne_embeds_dense_features_directly_and_sparse_ones_reduced(tiny_catalog, mean_colour, monkeypatch):
+    from sklearn.preprocessing import normalize
+
+    import placedemarche.core.evaluate as evaluate_module
+
+    seen = []
+    real_tsne = evaluate_module._tsne
+    monkeypatch.setattr(evaluate_module, "_tsne", lambda X, seed, p: seen.append(X) or real_tsne(X, seed, p))
+    catalog = load_catalog(tiny_catalog).validated()
+    config = EvaluationConfig(seeds=(0,), perplexity=5.0, reducer="pca:n_components=2", cluster_on=("tsne",))
+
+    def tsne_input_of(text=(), image=(), **changes):
+        seen.clear()
+        report = evaluate_combinations(catalog, text, image, config=EvaluationConfig(**{**config.__dict__, **changes}))
+        (run,) = [r for r in report.runs if r.text == (text[0] if text else None)
+                  and r.image == (image[0] if image else None)]
+        return run.tsne_input, seen[-1]
+
+    # dense image features: t-SNE sees the L2-scaled features themselves, not the 2-D PCA
+    used, X = tsne_input_of(image=["mean-colour"])
+    assert used == "features"
+    np.testing.assert_allclose(X, normalize(MeanColour().transform(catalog.image_paths)), atol=1e-5)
+    # a sparse block (TF-IDF), alone or fused with a dense one: t-SNE sees the reduced space
+    for text, image in ((["tfidf:min_df=1"], ()), (["tfidf:min_df=1"], ["mean-colour"])):
+        used, X = tsne_input_of(text, image)
+        assert used == "reduced" and X.shape[1] <= 4 and not scipy.sparse.issparse(X)
+    # asked explicitly, the dense block is reduced first
+    used, X = tsne_input_of(image=["mean-colour"], tsne_input="reduced")
+    assert used == "reduced" and X.shape == (len(catalog), 2)
+    with pytest.raises(PlaceDeMarcheError, match="unknown t-SNE input 'pca'"):
+        evaluate_combinations(catalog, image=["mean-colour"], config=EvaluationConfig(tsne_input="pca"))

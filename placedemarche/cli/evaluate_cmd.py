@@ -29,6 +29,10 @@ from .options import catalog_options, load_catalog_from_options
 @click.option("--scale", type=click.Choice(["l2", "standard", "none"]), default="l2", show_default=True,
               help="Row scaling of dense features (sparse ones are always L2-normalised).")
 @click.option("--perplexity", type=float, default=30.0, show_default=True, help="t-SNE perplexity.")
+@click.option("--tsne-input", type=click.Choice(["auto", "features", "reduced"]), default="auto",
+              show_default=True,
+              help="What t-SNE embeds: the scaled features, the reducer's output, or auto "
+                   "(features when all are dense, reduced when one is sparse, e.g. TF-IDF).")
 @click.option("--no-fuse", is_flag=True, help="Do not evaluate text × image combinations.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output directory (default: pm-results/evaluate-<time>).")
@@ -36,7 +40,7 @@ from .options import catalog_options, load_catalog_from_options
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @catalog_options
 def evaluate(text, image, text_field, reducer, cluster_on, clusters, seeds, text_weight, scale, perplexity,
-             no_fuse, out, no_cache, no_progress, **catalog_kwargs):
+             tsne_input, no_fuse, out, no_cache, no_progress, **catalog_kwargs):
     """Do products of one category group together? Cluster and score feature combinations.
 
     Runs every --text and --image extractor alone and every text × image pair, clusters with
@@ -57,7 +61,7 @@ def evaluate(text, image, text_field, reducer, cluster_on, clusters, seeds, text
     config = EvaluationConfig(
         reducer=reducer, cluster_on=tuple(cluster_on) or ("raw", "reduced", "tsne"),
         n_clusters=clusters, seeds=tuple(range(seeds)), text_field=text_field, scale=scale,
-        text_weight=text_weight, perplexity=perplexity,
+        text_weight=text_weight, perplexity=perplexity, tsne_input=tsne_input,
     )
     config.check()
     catalog = load_catalog_from_options({**catalog_kwargs, "text_field": text_field},

@@ -36,6 +36,7 @@ from .progress import task
 Space = Literal["raw", "reduced", "tsne"]
 SPACES: tuple[str, ...] = ("raw", "reduced", "tsne")
 SCALINGS = ("l2", "standard", "none")
+TSNE_INPUTS = ("auto", "features", "reduced")
 
 
 @dataclass
@@ -54,6 +55,11 @@ class EvaluationConfig:
             With l2, reduced rows are L2-normalised again (cosine geometry, as in LSA).
         text_weight: share of the text block in a text x image fusion (0..1).
         perplexity: t-SNE perplexity (fixed beforehand, never tuned on the labels).
+        tsne_input: what t-SNE embeds: ``features`` (the scaled, fused features themselves),
+            ``reduced`` (the reducer's output, as in the t-SNE paper's PCA-50 recipe) or
+            ``auto``: features when every block is dense (pretrained embeddings, word2vec),
+            reduced when one is sparse (TF-IDF, bag of words: a 10,000-wide sparse matrix is
+            slow to embed, and its SVD is the LSA space that clusters better).
     """
 
     reducer: str = "pca:n_components=100"
@@ -64,6 +70,7 @@ class EvaluationConfig:
     scale: str = "l2"
     text_weight: float = 0.5
     perplexity: float = 30.0
+    tsne_input: str = "auto"
 
     def check(self) -> None:
         bad = [s for s in self.cluster_on if s not in SPACES]
@@ -71,6 +78,8 @@ class EvaluationConfig:
             raise PlaceDeMarcheError(f"unknown clustering space {bad}: use {', '.join(SPACES)}")
         if self.scale not in SCALINGS:
             raise PlaceDeMarcheError(f"unknown scaling '{self.scale}': use {', '.join(SCALINGS)}")
+        if self.tsne_input not in TSNE_INPUTS:
+            raise PlaceDeMarcheError(f"unknown t-SNE input '{self.tsne_input}': use {', '.join(TSNE_INPUTS)}")
         if not 0.0 <= self.text_weight <= 1.0:
             raise PlaceDeMarcheError(f"text weight must be between 0 and 1, got {self.text_weight}")
         if not self.seeds:
@@ -109,6 +118,7 @@ class RunResult:
     features: dict[str, dict[str, Any]] = field(default_factory=dict)
     map_xy: np.ndarray | None = None  # seed-0 t-SNE map, for plots
     map_clusters: np.ndarray | None = None
+    tsne_input: str = "reduced"  # what t-SNE embedded: "features" or "reduced"
     plots: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -142,6 +152,7 @@ class EvaluationReport:
                     "text": run.text,
                     "image": run.image,
                     "seconds": round(run.seconds, 3),
+                    "tsne_input": run.tsne_input,
                     "features": run.features,
                     "plots": run.plots,
                     "spaces": {
@@ -312,11 +323,14 @@ def _evaluate_one(text_spec, image_spec, features, y, k, config: EvaluationConfi
         reduced_blocks.append(reduced)
     w = [weights[kind] for kind, _ in used]
     spaces_X: dict[str, Any] = {}
+    raw = raw_blocks[0] if len(used) == 1 else _fuse(raw_blocks, w)
     if "raw" in config.cluster_on:
-        spaces_X["raw"] = raw_blocks[0] if len(used) == 1 else _fuse(raw_blocks, w)
+        spaces_X["raw"] = raw
     reduced = reduced_blocks[0] if len(used) == 1 else _fuse(reduced_blocks, w)
     if "reduced" in config.cluster_on:
         spaces_X["reduced"] = reduced
+    tsne_input = _tsne_input(config.tsne_input, raw_blocks)
+    tsne_X = raw if tsne_input == "features" else reduced
 
     per_space: dict[str, list[dict[str, float]]] = {s: [] for s in config.cluster_on}
     confusion: dict[str, list[list[int]]] = {}
@@ -324,7 +338,7 @@ def _evaluate_one(text_spec, image_spec, features, y, k, config: EvaluationConfi
     n_cat = int(y.max()) + 1
     for seed in config.seeds:
         if "tsne" in config.cluster_on:
-            spaces_X["tsne"] = _tsne(reduced, seed, config.perplexity)
+            spaces_X["tsne"] = _tsne(tsne_X, seed, config.perplexity)
         for space in config.cluster_on:
             X = spaces_X[space]
             pred = _kmeans(X, k, seed)
@@ -337,7 +351,7 @@ def _evaluate_one(text_spec, image_spec, features, y, k, config: EvaluationConfi
                         map_xy = spaces_X["tsne"]
         progress.advance(1)
     if map_xy is None:
-        map_xy = _tsne(reduced, config.seeds[0], config.perplexity)
+        map_xy = _tsne(tsne_X, config.seeds[0], config.perplexity)
 
     return RunResult(
         name=name, text=text_spec, image=image_spec,
@@ -349,5 +363,14 @@ def _evaluate_one(text_spec, image_spec, features, y, k, config: EvaluationConfi
                          "seconds": round(features[(kind, spec)].seconds, 3),
                          "params": {k2: repr(v) for k2, v in features[(kind, spec)].extractor.get_params().items()}}
                   for kind, spec in used},
-        map_xy=map_xy, map_clusters=map_clusters,
+        map_xy=map_xy, map_clusters=map_clusters, tsne_input=tsne_input,
     )
+
+
+def _tsne_input(choice: str, blocks: Sequence[Any]) -> str:
+    """Resolve ``auto``: embed dense features directly, reduce first when a block is sparse."""
+    import scipy.sparse
+
+    if choice != "auto":
+        return choice
+    return "reduced" if any(scipy.sparse.issparse(b) for b in blocks) else "features"
