@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterable, Iterator, Protocol, TypeVar
+from typing import Iterable, Iterator, Protocol, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -60,6 +60,21 @@ def track(items: Iterable[T], description: str, total: float | None = None) -> I
         for item in items:
             yield item
             t.advance(1)
+
+
+def batched(items: Sequence[T], size: int, description: str) -> Iterator[Sequence[T]]:
+    """Yield ``items`` in slices of ``size``, advancing a progress task by each slice's length
+    once the caller has processed it (the bar counts finished items, not started ones)."""
+    if int(size) < 1:
+        from .errors import PlaceDeMarcheError
+
+        raise PlaceDeMarcheError(f"{description.split(':')[0]}: batch size must be at least 1, got {size}")
+    size = int(size)
+    with task(description, total=len(items)) as t:
+        for start in range(0, len(items), size):
+            batch = items[start:start + size]
+            yield batch
+            t.advance(len(batch))
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import numpy as np
 
 from placedemarche import TextExtractor, hookimpl
 from placedemarche.core.errors import PlaceDeMarcheError
-from placedemarche.core.progress import task
+from placedemarche.core.progress import batched
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 MODES = ("sentence-transformers", "mean", "cls")
@@ -106,12 +106,7 @@ class BertExtractor(TextExtractor):
     def transform(self, X):
         texts = [str(t) for t in X]
         encoder = self._encoder()
-        out = []
-        with task("bert: texts", total=len(texts)) as bar:
-            for start in range(0, len(texts), self.batch_size):
-                batch = texts[start:start + self.batch_size]
-                out.append(self._encode(encoder, batch))
-                bar.advance(len(batch))
+        out = [self._encode(encoder, batch) for batch in batched(texts, self.batch_size, "bert: texts")]
         X_out = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
         if self.normalize and len(X_out):
             norms = np.linalg.norm(X_out, axis=1, keepdims=True)

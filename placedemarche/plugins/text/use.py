@@ -10,7 +10,7 @@ import numpy as np
 
 from placedemarche import TextExtractor, hookimpl
 from placedemarche.core.errors import PlaceDeMarcheError
-from placedemarche.core.progress import task
+from placedemarche.core.progress import batched, task
 
 DEFAULT_HANDLE = "https://tfhub.dev/google/universal-sentence-encoder/4"
 
@@ -73,12 +73,8 @@ class UniversalSentenceEncoderExtractor(TextExtractor):
     def transform(self, X):
         self.fit(X)
         texts = [str(t) for t in X]
-        out = []
-        with task("use: texts", total=len(texts)) as bar:
-            for start in range(0, len(texts), self.batch_size):
-                batch = texts[start:start + self.batch_size]
-                out.append(np.asarray(self.model_(batch), dtype=np.float32))
-                bar.advance(len(batch))
+        out = [np.asarray(self.model_(batch), dtype=np.float32)
+               for batch in batched(texts, self.batch_size, "use: texts")]
         return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
 
     def __getstate__(self):
