@@ -118,11 +118,13 @@ def test_cli_evaluate_prints_a_ranked_table_and_writes_files(tiny_catalog, tmp_p
     result = CliRunner().invoke(cli, [
         "evaluate", "--data", str(tiny_catalog), "--text", "tfidf:min_df=1", "--text", "bow:min_df=1",
         "--seeds", "2", "--perplexity", "5", "--reducer", "pca:n_components=10", "--out", str(out),
-        "--no-progress"])
+        "--tsne-input", "features", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "ARI tsne" in result.output and "tfidf:min_df=1" in result.output
     assert "18 products, 3 categories" in result.output
-    assert json.loads((out / "results.json").read_text())["catalog"]["text_field"] == "both"
+    data = json.loads((out / "results.json").read_text())
+    assert data["catalog"]["text_field"] == "both" and data["config"]["tsne_input"] == "features"
+    assert {run["tsne_input"] for run in data["runs"]} == {"features"}  # forced, even for sparse TF-IDF
 
 
 def test_cli_evaluate_unknown_plugin_is_one_line(tiny_catalog, tmp_path):
