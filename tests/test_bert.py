@@ -124,3 +124,29 @@ def test_minilm_clusters_flipkart_on_tsne(flipkart_dir, minilm):
     embedded = create_plugin("reducer", "tsne", perplexity=30.0, random_state=0).fit_transform(X)
     clusters = KMeans(n_clusters=len(catalog.categories), n_init=10, random_state=0).fit_predict(embedded)
     assert adjusted_rand_score(catalog.labels, clusters) >= 0.68
+
+
+def test_long_texts_are_chunked_instead_of_truncated(minilm):
+    from sklearn.preprocessing import normalize
+
+    watch = "stainless steel analog watch with a leather strap and a chronograph dial"
+    baby = "soft cotton romper bodysuit for a newborn baby boy with snap buttons"
+    long_text = watch + " " + baby  # about 30 tokens: past a 16-token limit
+    short = create_plugin("text", "bert:max_seq_length=16")
+    chunked = create_plugin("text", "bert:max_seq_length=16,long_texts=chunk")
+    # texts within the limit come out the same either way
+    np.testing.assert_allclose(short.fit_transform(TEXTS[:2]), chunked.fit_transform(TEXTS[:2]), atol=1e-5)
+    reference = create_plugin("text", "bert").fit_transform([watch, baby])
+    cut, whole = short.fit_transform([long_text])[0], chunked.fit_transform([long_text])[0]
+    assert np.isclose(np.linalg.norm(whole), 1, atol=1e-5)
+    # truncated, the text is about the watch only; chunked, its baby half counts too
+    assert cut @ reference[1] < whole @ reference[1] - 0.1
+    assert whole @ reference[0] > 0.4 and whole @ reference[1] > 0.4
+    # the chunked vector is the length-weighted mean of the windows' vectors
+    tokenizer, window = chunked._token_limit(chunked._encoder())
+    pieces, owner, weight = chunked._chunks([long_text], chunked._encoder())
+    assert len(pieces) >= 2 and set(owner) == {0} and weight.sum() == len(tokenizer(long_text, add_special_tokens=False)["input_ids"])
+    windows = create_plugin("text", "bert:max_seq_length=16").fit_transform(pieces)
+    np.testing.assert_allclose(whole, normalize((weight @ windows)[None])[0], atol=1e-5)
+    with pytest.raises(PlaceDeMarcheError, match="unknown long_texts 'split'"):
+        create_plugin("text", "bert:long_texts=split").fit_transform(["a"])

@@ -12,6 +12,7 @@ from placedemarche.core.progress import batched
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 MODES = ("sentence-transformers", "mean", "cls")
+LONG_TEXTS = ("truncate", "chunk")
 
 
 def resolve_model(model: str) -> str:
@@ -42,6 +43,10 @@ class BertExtractor(TextExtractor):
         normalize: L2-normalise the embeddings.
         max_seq_length: truncate texts to this many tokens (None: the model's own limit).
         device: torch device ("cpu", "cuda", ...; default: sentence-transformers' choice).
+        long_texts: what happens to a text longer than ``max_seq_length`` tokens: "truncate"
+            (the model sees its beginning only) or "chunk" (it is cut into windows of that many
+            tokens, each embedded, and the embeddings averaged, weighted by their length).
+            Texts that fit are embedded the same way in both cases.
 
     Usage::
 
@@ -55,18 +60,22 @@ class BertExtractor(TextExtractor):
     extra = "torch"
 
     def __init__(self, model: str = DEFAULT_MODEL, mode: str = "sentence-transformers", batch_size: int = 64,
-                 normalize: bool = True, max_seq_length: int | None = 256, device: str | None = None):
+                 normalize: bool = True, max_seq_length: int | None = 256, device: str | None = None,
+                 long_texts: str = "truncate"):
         self.model = model
         self.mode = mode
         self.batch_size = batch_size
         self.normalize = normalize
         self.max_seq_length = max_seq_length
         self.device = device
+        self.long_texts = long_texts
 
     def _load(self):
         self.require()
         if self.mode not in MODES:
             raise PlaceDeMarcheError(f"bert: unknown mode '{self.mode}': use {', '.join(MODES)}")
+        if self.long_texts not in LONG_TEXTS:
+            raise PlaceDeMarcheError(f"bert: unknown long_texts '{self.long_texts}': use {' or '.join(LONG_TEXTS)}")
         source = resolve_model(self.model)
         looks_local = source.startswith((".", "/", "~")) or Path(source).expanduser().exists()
         if looks_local and not Path(source).expanduser().is_dir():
@@ -106,12 +115,45 @@ class BertExtractor(TextExtractor):
     def transform(self, X):
         texts = [str(t) for t in X]
         encoder = self._encoder()
-        out = [self._encode(encoder, batch) for batch in batched(texts, self.batch_size, "bert: texts")]
+        if self.long_texts == "chunk":
+            pieces, owner, weight = self._chunks(texts, encoder)
+            label = "bert: text windows"
+        else:
+            pieces, owner, weight, label = texts, None, None, "bert: texts"
+        out = [self._encode(encoder, batch) for batch in batched(pieces, self.batch_size, label)]
         X_out = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+        if owner is not None and len(X_out):
+            pooled = np.zeros((len(texts), X_out.shape[1]), dtype=np.float64)
+            np.add.at(pooled, owner, X_out * weight[:, None])
+            X_out = (pooled / np.bincount(owner, weights=weight, minlength=len(texts))[:, None]).astype(np.float32)
         if self.normalize and len(X_out):
             norms = np.linalg.norm(X_out, axis=1, keepdims=True)
             X_out = np.divide(X_out, norms, out=np.zeros_like(X_out), where=norms > 0)
         return X_out.astype(np.float32)
+
+    def _token_limit(self, encoder) -> tuple[object, int]:
+        """The tokenizer and the number of text tokens one forward pass takes."""
+        if self.mode == "sentence-transformers":
+            tokenizer, limit = encoder.tokenizer, encoder.max_seq_length
+        else:
+            tokenizer = encoder[0]
+            limit = min(self.max_seq_length or tokenizer.model_max_length, tokenizer.model_max_length, 512)
+        return tokenizer, max(int(limit) - 2, 1)  # room for [CLS] and [SEP]
+
+    def _chunks(self, texts: list[str], encoder) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Texts that fit stay whole; longer ones become windows of the token limit.
+        Returns the pieces, the index of the text each came from and its token count."""
+        tokenizer, window = self._token_limit(encoder)
+        pieces, owner, weight = [], [], []
+        for i, text in enumerate(texts):
+            ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+            if len(ids) <= window:
+                pieces.append(text), owner.append(i), weight.append(max(len(ids), 1))
+                continue
+            for start in range(0, len(ids), window):
+                part = ids[start:start + window]
+                pieces.append(tokenizer.decode(part)), owner.append(i), weight.append(len(part))
+        return pieces, np.array(owner, dtype=np.int64), np.array(weight, dtype=np.float64)
 
     def _encode(self, encoder, batch):
         if self.mode == "sentence-transformers":
