@@ -323,13 +323,15 @@ def _evaluate_one(text_spec, image_spec, features, y, k, config: EvaluationConfi
         reduced_blocks.append(reduced)
     w = [weights[kind] for kind, _ in used]
     spaces_X: dict[str, Any] = {}
-    raw = raw_blocks[0] if len(used) == 1 else _fuse(raw_blocks, w)
+    tsne_input = _tsne_input(config.tsne_input, raw_blocks)
+    raw = None  # the fused scaled features, only built when something uses them
+    if "raw" in config.cluster_on or tsne_input == "features":
+        raw = raw_blocks[0] if len(used) == 1 else _fuse(raw_blocks, w)
     if "raw" in config.cluster_on:
         spaces_X["raw"] = raw
     reduced = reduced_blocks[0] if len(used) == 1 else _fuse(reduced_blocks, w)
     if "reduced" in config.cluster_on:
         spaces_X["reduced"] = reduced
-    tsne_input = _tsne_input(config.tsne_input, raw_blocks)
     tsne_X = raw if tsne_input == "features" else reduced
 
     per_space: dict[str, list[dict[str, float]]] = {s: [] for s in config.cluster_on}
