@@ -35,6 +35,17 @@ class MeanColour(ImageExtractor):
         return np.array(out, dtype=np.float32)
 
 
+class GreyHistogram(ImageExtractor):
+    name = "grey-histogram"
+    description = "8-bin histogram of grey levels (test plugin)"
+
+    def transform(self, X):
+        import cv2
+
+        out = [np.histogram(cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), bins=8, range=(0, 256))[0] for p in X]
+        return np.array(out, dtype=np.float32)
+
+
 class RecordingVocabulary(TextExtractor):
     """A learning extractor that records every text it was fitted on (class-level log)."""
 
@@ -63,6 +74,7 @@ class _Plugin:
     @hookimpl
     def register_image_extractors(register):
         register(MeanColour)
+        register(GreyHistogram)
 
     @staticmethod
     @hookimpl
@@ -177,12 +189,90 @@ def test_missing_modality_is_predicted_from_the_other_or_reported(tiny_catalog, 
 def test_mean_fusion(tiny_catalog, test_plugins):
     catalog = load_catalog(tiny_catalog).validated()
     result = train(catalog, TrainConfig(text="tfidf:min_df=1", image="mean-colour", fusion="mean", folds=2))
-    assert result.model.fusion_head is None
+    assert result.model.fusion_heads == {}
     P = result.predict_proba(catalog)
     blocks = result.model.blocks
     expected = (blocks["text"].head.predict_proba(blocks["text"].features(catalog.texts(), None))
                 + blocks["image"].head.predict_proba(blocks["image"].features(catalog.image_paths, None))) / 2
     np.testing.assert_allclose(P, expected)
+
+
+def _block_proba(model, key, catalog):
+    block = model.blocks[key]
+    items = catalog.texts() if block.kind == "text" else catalog.image_paths
+    return block.head.predict_proba(block.features(items, None))
+
+
+def test_several_extractors_per_modality_mean(tiny_catalog, tmp_path, test_plugins):
+    catalog = load_catalog(tiny_catalog).validated()
+    config = TrainConfig(text=["tfidf:min_df=1", "recording-vocab"], image=["mean-colour", "grey-histogram"],
+                         fusion="mean", folds=3)
+    result = train(catalog, config, out=tmp_path / "m")
+    model = result.model
+    keys = ["text:tfidf:min_df=1", "text:recording-vocab", "image:mean-colour", "image:grey-histogram"]
+    assert list(model.blocks) == keys
+    assert set(result.summary["results"]) == {*keys, "text", "image", "text+image"}
+    assert len(RecordingVocabulary.fitted_on) == 4  # the learning extractor, fitted in each fold then on all
+    assert all(len(texts) == 12 for texts in RecordingVocabulary.fitted_on[:3])
+    assert model.fusion_heads == {}
+    each = {key: _block_proba(model, key, catalog) for key in keys}
+    np.testing.assert_allclose(model.predict_proba(catalog), np.mean(list(each.values()), axis=0))
+    # a product without its image is predicted by the text extractors alone
+    rows = _csv_rows(tiny_catalog)
+    rows[0]["image"] = "missing.jpg"
+    _write_csv(tiny_catalog.parent / "new.csv", rows[:1])
+    one = load_catalog(tiny_catalog.parent / "new.csv")
+    proba, used = model.predict_details(one)
+    assert used == ["text"]
+    np.testing.assert_allclose(proba[0], (each[keys[0]][0] + each[keys[1]][0]) / 2)
+    # the saved model predicts the same
+    np.testing.assert_allclose(load_model(tmp_path / "m").predict_proba(catalog), model.predict_proba(catalog))
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["extractors"]["image:grey-histogram"] == {**meta["extractors"]["image:grey-histogram"],
+                                                          "kind": "image", "plugin": "grey-histogram"}
+
+
+def test_several_extractors_per_modality_concat(tiny_catalog, tmp_path, test_plugins):
+    from placedemarche.core.classify import _hstack
+
+    catalog = load_catalog(tiny_catalog).validated()
+    config = TrainConfig(text=["tfidf:min_df=1", "recording-vocab"], image="mean-colour", folds=2)
+    result = train(catalog, config)
+    model = result.model
+    assert list(model.blocks) == ["text:tfidf:min_df=1", "text:recording-vocab", "image"]
+    assert set(model.fusion_heads) == {"text", "text+image"}  # one head per group of several blocks
+    assert set(result.summary["results"]) == {"text:tfidf:min_df=1", "text:recording-vocab", "text", "image",
+                                              "text+image"}
+    rows = _csv_rows(tiny_catalog)
+    rows[1]["image"] = "missing.jpg"
+    _write_csv(tiny_catalog.parent / "new.csv", rows[:2])
+    new = load_catalog(tiny_catalog.parent / "new.csv")
+    proba, used = model.predict_details(new)
+    assert used == ["text+image", "text"]
+    text_keys = ["text:tfidf:min_df=1", "text:recording-vocab"]
+    features = {key: model.blocks[key].features(new.texts(), None) for key in text_keys}
+    features["image"] = model.blocks["image"].features(new.image_paths[:1], None)
+    np.testing.assert_allclose(proba[0], model.fusion_heads["text+image"].predict_proba(
+        _hstack([features[text_keys[0]][:1], features[text_keys[1]][:1], features["image"]]))[0])
+    np.testing.assert_allclose(proba[1], model.fusion_heads["text"].predict_proba(
+        _hstack([features[key][1:] for key in text_keys]))[0])
+
+
+def test_cli_combines_several_extractors_and_refuses_duplicates(tiny_catalog, tmp_path, test_plugins):
+    runner = CliRunner()
+    done = runner.invoke(cli, ["train", "--data", str(tiny_catalog), "--text", "tfidf:min_df=1",
+                               "--image", "mean-colour", "--image", "grey-histogram", "--fusion", "mean",
+                               "--folds", "2", "--out", str(tmp_path / "m"), "--no-progress"])
+    assert done.exit_code == 0, done.output
+    assert "image:grey-histogram" in done.output and "text+image" in done.output
+    done = runner.invoke(cli, ["train", "--data", str(tiny_catalog), "--text", "tfidf", "--text", "tfidf",
+                               "--no-progress"])
+    assert done.exit_code == 1
+    assert "--text tfidf is given twice" in done.output and "Traceback" not in done.output
+    done = runner.invoke(cli, ["train", "--data", str(tiny_catalog), "--image", "mobilenet",
+                               "--image", "mean-colour", "--finetune", "--no-progress"])
+    assert done.exit_code == 1
+    assert "fine-tuning needs an image backbone: give one --image (got 2)" in done.output
 
 
 def test_saved_model_predicts_the_same_in_a_new_process(tmp_path):

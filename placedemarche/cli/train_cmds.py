@@ -11,8 +11,10 @@ from .options import catalog_options
 
 
 @click.command("train")
-@click.option("--text", metavar="SPEC", help="Text extractor, e.g. tfidf or bert (see pm list-extractors).")
-@click.option("--image", metavar="SPEC", help="Image extractor, e.g. 'mobilenet:alpha=0.75' or efficientnet-lite0.")
+@click.option("--text", multiple=True, metavar="SPEC",
+              help="Text extractor, e.g. tfidf or bert (see pm list-extractors); repeat to combine several.")
+@click.option("--image", multiple=True, metavar="SPEC",
+              help="Image extractor, e.g. 'mobilenet:alpha=0.75' or efficientnet-lite0; repeat to combine several.")
 @click.option("--text-field", type=click.Choice(["name", "description", "both"]), default="both",
               show_default=True, help="Which product text the text extractor reads.")
 @click.option("--classifier", type=click.Choice(["logreg", "svm", "rf", "knn", "mlp"]), default="logreg",
@@ -20,7 +22,8 @@ from .options import catalog_options
 @click.option("--C", "C", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Inverse regularisation of logreg/svm (features are scaled to unit row norm).")
 @click.option("--fusion", type=click.Choice(["concat", "mean"]), default="concat", show_default=True,
-              help="Text + image: one head on both feature blocks, or the mean of the two heads' probabilities.")
+              help="How several extractors combine: one head on their concatenated features, or the mean of "
+                   "their heads' probabilities.")
 @click.option("--folds", type=click.IntRange(min=0), default=5, show_default=True,
               help="Stratified cross-validation folds (0: train only).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds, heads and augmentation.")
@@ -53,14 +56,16 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
           no_progress, **catalog_kwargs):
     """Train a category classifier, cross-validate it, and save it for `pm predict`.
 
-    Frozen features of a --text and/or --image extractor feed a classifier head; with
-    --finetune the --image Keras backbone is fine-tuned with data augmentation instead.
+    Frozen features of --text and/or --image extractors (repeat an option to combine several)
+    feed classifier heads; with --finetune the --image Keras backbone is fine-tuned with data
+    augmentation instead.
     The model directory gets the model, metrics.json, folds.csv, classification_report.txt,
     confusion_matrix.png/.csv (and learning_curves.png when fine-tuning).
 
     \b
     Examples:
       pm train --text tfidf --image 'mobilenet:alpha=0.75' --out models/flipkart
+      pm train --text tfidf --text bert --image efficientnet-lite0 --fusion mean
       pm train --image 'mobilenet:alpha=0.75' --finetune --out models/images
     """
     from ..core.cache import FeatureCache
@@ -71,11 +76,11 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
 
     tuning = None
     if finetune:
-        tuning = FineTuneConfig(backbone=image or "", unfreeze=unfreeze, epochs=epochs,
+        tuning = FineTuneConfig(backbone=image[0] if len(image) == 1 else "", unfreeze=unfreeze, epochs=epochs,
                                 finetune_epochs=finetune_epochs, learning_rate=lr,
                                 finetune_learning_rate=finetune_lr, batch_size=batch_size, augment=augment,
                                 views=views, patience=patience, class_weight=class_weight, seed=seed)
-    config = TrainConfig(text=text, image=image, text_field=text_field, classifier=classifier, C=C,
+    config = TrainConfig(text=list(text) or None, image=list(image) or None, text_field=text_field, classifier=classifier, C=C,
                          fusion=fusion, folds=folds, seed=seed, class_weight=class_weight, finetune=tuning)
     config.check()
     catalog = load_catalog_from_options({**catalog_kwargs, "text_field": text_field},

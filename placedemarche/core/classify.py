@@ -1,12 +1,13 @@
 """Supervised classification: frozen-feature heads and fine-tuned CNNs, stratified k-fold
 cross-validation, a saved model directory, and prediction on new products.
 
-A model has one *block* per modality (text, image). A block is either an extractor plugin +
-a scaler + a classifier head (frozen features), or a fine-tuned Keras network (image only).
-With both modalities the blocks are fused, either by a head on the concatenated scaled
-features (``fusion="concat"``) or by averaging the blocks' probabilities (``"mean"``); the
-single-modality heads are kept, so a product lacking its image or its text is predicted
-from what it has.
+A model has one *block* per extractor: a text or image extractor plugin + a scaler + a
+classifier head (frozen features), or a fine-tuned Keras network (image only). Several
+extractors of one modality may be combined (``text=["tfidf", "bert"]``). The blocks combine
+into one prediction per *group* of modalities, ``text``, ``image`` and ``text+image``: either
+by a head on the concatenated scaled features (``fusion="concat"``) or by averaging the
+blocks' probabilities (``"mean"``). The groups of one modality are kept, so a product lacking
+its image or its text is predicted from what it has.
 
 Extractors that learn from data (TF-IDF, BoW, Word2Vec, SIFT visual words) are fitted inside
 each training fold; the others' features are computed once on the whole catalogue (through
@@ -61,29 +62,38 @@ class ModelError(PlaceDeMarcheError):
     """A saved model directory cannot be used: missing, damaged, or from another version."""
 
 
+def _spec_list(value: str | Sequence[str] | None) -> list[str]:
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value if v]
+
+
 @dataclass
 class TrainConfig:
     """What to train and how to evaluate it.
 
     Attributes:
-        text: text extractor spec (``"tfidf"``, ``"bert"``) or None.
-        image: image extractor spec (``"mobilenet:alpha=0.75"``) or None; with ``finetune``
-            a Keras backbone that is fine-tuned instead of used frozen.
-        text_field: which product text the text extractor reads: name, description or both.
+        text: text extractor spec (``"tfidf"``, ``"bert"``), a list of several, or None.
+        image: image extractor spec (``"mobilenet:alpha=0.75"``), a list of several, or None;
+            with ``finetune`` one Keras backbone that is fine-tuned instead of used frozen.
+        text_field: which product text the text extractors read: name, description or both.
         classifier: head on frozen features: logreg (default), svm, rf, knn, mlp.
         C: inverse regularisation of logreg and svm. Every block is scaled to unit mean row
             norm, so one value suits dense CNN features and sparse TF-IDF alike (10 measured
             best among 1, 10, 100 on the Flipkart folds; accuracy moves by under 0.01).
-        fusion: how text and image combine: ``concat`` (one head on both feature blocks) or
-            ``mean`` (average of the two heads' probabilities). Fine-tuned images use ``mean``.
+        fusion: how several blocks combine: ``concat`` (one head on the blocks' concatenated
+            features) or ``mean`` (average of the blocks' probabilities, each extractor voting
+            with the same weight). A fine-tuned image block always combines by ``mean``.
         folds: stratified folds of the cross-validation (0: train only, no evaluation).
         seed: seed of the folds and of the heads.
         class_weight: weigh classes inversely to their frequency.
         finetune: fine-tuning settings (``FineTuneConfig``) when the image block is fine-tuned.
     """
 
-    text: str | None = None
-    image: str | None = None
+    text: str | list[str] | None = None
+    image: str | list[str] | None = None
     text_field: TextField = "both"
     classifier: str = "logreg"
     C: float = 10.0
@@ -94,8 +104,12 @@ class TrainConfig:
     finetune: FineTuneConfig | None = None
 
     def check(self) -> None:
-        if not self.text and not self.image:
+        if not self.text_specs and not self.image_specs:
             raise PlaceDeMarcheError("nothing to train on: give a text and/or an image extractor")
+        for option, specs in (("--text", self.text_specs), ("--image", self.image_specs)):
+            twice = sorted({spec for spec in specs if specs.count(spec) > 1})
+            if twice:
+                raise PlaceDeMarcheError(f"{option} {twice[0]} is given twice: give each extractor once")
         if self.classifier not in CLASSIFIERS:
             raise PlaceDeMarcheError(
                 f"unknown classifier '{self.classifier}': use one of {', '.join(CLASSIFIERS)}")
@@ -106,13 +120,40 @@ class TrainConfig:
         if self.C <= 0:
             raise PlaceDeMarcheError(f"C must be positive, got {self.C}")
         if self.finetune is not None:
-            if not self.image:
-                raise PlaceDeMarcheError("fine-tuning needs an image backbone: give --image")
+            if len(self.image_specs) != 1:
+                raise PlaceDeMarcheError("fine-tuning needs an image backbone: give one --image "
+                                         f"(got {len(self.image_specs)})")
             self.finetune.check()
 
     @property
+    def text_specs(self) -> list[str]:
+        return _spec_list(self.text)
+
+    @property
+    def image_specs(self) -> list[str]:
+        return _spec_list(self.image)
+
+    @property
     def modalities(self) -> list[str]:
-        return [kind for kind, spec in (("text", self.text), ("image", self.image)) if spec]
+        return [kind for kind, specs in (("text", self.text_specs), ("image", self.image_specs)) if specs]
+
+    @property
+    def blocks(self) -> list[tuple[str, str, str]]:
+        """``(key, kind, spec)`` of every block. The key is the kind (``"text"``) when the
+        kind has one extractor, ``"kind:spec"`` (``"text:tfidf"``) when it has several."""
+        out = []
+        for kind, specs in (("text", self.text_specs), ("image", self.image_specs)):
+            out += [(kind if len(specs) == 1 else f"{kind}:{spec}", kind, spec) for spec in specs]
+        return out
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        """The predictions the model makes, named by the modalities they use (``"text"``,
+        ``"image"``, ``"text+image"``), with the keys of the blocks each combines."""
+        groups = {kind: [key for key, k, _ in self.blocks if k == kind] for kind in self.modalities}
+        if len(groups) == 2:
+            groups["text+image"] = groups["text"] + groups["image"]
+        return groups
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -222,10 +263,21 @@ def _items(kind: str, catalog: Catalog, text_field: TextField) -> list:
     return catalog.texts(text_field) if kind == "text" else list(catalog.image_paths)
 
 
+def _combine(keys: Sequence[str], probas: dict[str, np.ndarray], features: dict[str, Any], head) -> np.ndarray:
+    """One group's probabilities from its blocks': the block's own for a single block, the
+    fusion head on the concatenated features, or the mean of the blocks' probabilities."""
+    if len(keys) == 1:
+        return probas[keys[0]]
+    if head is not None:
+        return head.predict_proba(_hstack([features[key] for key in keys]))
+    return np.mean([probas[key] for key in keys], axis=0)
+
+
 # -- the fitted model ----------------------------------------------------------------------
 @dataclass
 class ClassifierModel:
-    """A trained classifier: its blocks, the fusion head, the categories and where it came from.
+    """A trained classifier: its blocks (one per extractor), the fusion heads of the groups
+    that combine several blocks, the categories and where it came from.
 
     ``predict``/``predict_proba`` take a :class:`Catalog` (or, for a single-modality model,
     a list of texts or image paths).
@@ -234,7 +286,7 @@ class ClassifierModel:
     config: TrainConfig
     categories: list[str]
     blocks: dict[str, Block]
-    fusion_head: Any = None
+    fusion_heads: dict[str, Any] = field(default_factory=dict)  # group -> head (concat fusion)
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -250,12 +302,12 @@ class ClassifierModel:
         if isinstance(data, Catalog):
             return data
         items = list(data)
-        if len(self.blocks) != 1:
+        kinds = self.config.modalities
+        if len(kinds) != 1:
             raise PlaceDeMarcheError("this model uses text and images: pass a Catalog")
-        kind = next(iter(self.blocks))
         n = len(items)
         ids = [str(i) for i in range(n)]
-        if kind == "text":
+        if kinds[0] == "text":
             texts, blank = [str(t) for t in items], [""] * n
             in_description = self.config.text_field == "description"
             return Catalog(ids=ids, names=blank if in_description else texts,
@@ -267,10 +319,10 @@ class ClassifierModel:
         """For each modality of the model, which products have it usable (non-empty text,
         an image file that decodes)."""
         out = {}
-        if "text" in self.blocks:
+        if "text" in self.config.modalities:
             out["text"] = np.array([bool(t.strip()) for t in catalog.texts(self.config.text_field)],
                                    dtype=bool)
-        if "image" in self.blocks:
+        if "image" in self.config.modalities:
             out["image"] = np.array([image_problem(p) is None for p in catalog.image_paths], dtype=bool)
         return out
 
@@ -281,37 +333,35 @@ class ClassifierModel:
         n = len(catalog)
         proba = np.full((n, len(self.categories)), np.nan)
         has = self.available(catalog)
-        both = np.logical_and.reduce(list(has.values())) if len(has) == 2 else np.zeros(n, dtype=bool)
-        used = ["none"] * n
-        scaled: dict[str, Any] = {}
+        rows = {kind: np.flatnonzero(mask) for kind, mask in has.items()}
         probas: dict[str, np.ndarray] = {}
-        for kind, block in self.blocks.items():
-            rows = np.flatnonzero(has[kind])
-            if len(rows) == 0:
+        features: dict[str, Any] = {}
+        for key, block in self.blocks.items():
+            if len(rows[block.kind]) == 0:
                 continue
-            items = _items(kind, catalog.subset(rows), self.config.text_field)
+            items = _items(block.kind, catalog.subset(rows[block.kind]), self.config.text_field)
             if block.network is not None:
-                P = block.network.predict_proba(items)
+                probas[key] = block.network.predict_proba(items)
             else:
-                scaled[kind] = block.features(items, cache)
-                P = block.head.predict_proba(scaled[kind])
-            probas[kind] = P
-            alone = ~both[rows]
-            proba[rows[alone]] = P[alone]
-            for r in rows[alone]:
-                used[r] = kind
-        rows_both = np.flatnonzero(both)
-        if len(rows_both):
-            # rows with both modalities, in the order of each block's rows
-            text_sel, image_sel = both[has["text"]], both[has["image"]]
-            if self.fusion_head is not None:
-                Z = _hstack([_rows(scaled["text"], np.flatnonzero(text_sel)),
-                             _rows(scaled["image"], np.flatnonzero(image_sel))])
-                proba[rows_both] = self.fusion_head.predict_proba(Z)
-            else:
-                proba[rows_both] = (probas["text"][text_sel] + probas["image"][image_sel]) / 2.0
-            for r in rows_both:
-                used[r] = "text+image"
+                features[key] = block.features(items, cache)
+                probas[key] = block.head.predict_proba(features[key])
+        used = ["none"] * n
+        for group, keys in self.config.groups.items():
+            kinds = group.split("+")
+            # the products whose usable modalities are exactly this group's
+            mask = np.logical_and.reduce([has[k] if k in kinds else ~has[k] for k in has])
+            selected = np.flatnonzero(mask)
+            if len(selected) == 0:
+                continue
+            sub_probas, sub_features = {}, {}
+            for key in keys:
+                at = np.searchsorted(rows[self.blocks[key].kind], selected)
+                sub_probas[key] = probas[key][at]
+                if key in features:
+                    sub_features[key] = _rows(features[key], at)
+            proba[selected] = _combine(keys, sub_probas, sub_features, self.fusion_heads.get(group))
+            for r in selected:
+                used[r] = group
         return proba, used
 
     def predict_proba(self, data, cache: FeatureCache | None = None) -> np.ndarray:
@@ -333,7 +383,7 @@ class ClassifierModel:
 class _Precomputed:
     """Whole-catalogue inputs that learn nothing from labels: frozen features, bottlenecks."""
 
-    features: dict[str, Any] = field(default_factory=dict)  # kind -> matrix (frozen extractors)
+    features: dict[str, Any] = field(default_factory=dict)  # block key -> matrix (frozen extractors)
     bottleneck: np.ndarray | None = None  # (views, n, ...) for a fine-tuned image block
     split: BackboneSplit | None = None
     feature_info: dict[str, Any] = field(default_factory=dict)
@@ -345,21 +395,20 @@ def _rows(X, idx):
 
 def _fit_blocks(config: TrainConfig, catalog: Catalog, y: np.ndarray, train: np.ndarray,
                 pre: _Precomputed, n_classes: int) -> tuple[dict[str, Block], dict[str, Any], list]:
-    """Fit every block (and the fusion head) on the ``train`` rows; returns the blocks, the
-    scaled training blocks by kind (for the fusion head) and the fine-tuning history."""
+    """Fit every block on the ``train`` rows; returns the blocks and their scaled training
+    features by key (for the fusion heads), and the fine-tuning history."""
     from sklearn.base import clone
 
     blocks: dict[str, Block] = {}
     scaled: dict[str, Any] = {}
     history: list = []
-    for kind in config.modalities:
-        spec = config.text if kind == "text" else config.image
+    for key, kind, spec in config.blocks:
         if kind == "image" and config.finetune is not None:
             B = pre.bottleneck[:, train]
             top, history = train_top(pre.split, B, y[train], n_classes, config.finetune)
-            blocks[kind] = Block(kind, spec, pre.split.backbone,
-                                 network=FineTunedImageModel.from_parts(pre.split, top))
-            blocks[kind]._top = top  # type: ignore[attr-defined]  # for fast fold predictions
+            blocks[key] = Block(kind, spec, pre.split.backbone,
+                                network=FineTunedImageModel.from_parts(pre.split, top))
+            blocks[key]._top = top  # type: ignore[attr-defined]  # for fast fold predictions
             continue
         template = create_plugin(kind, spec)
         if template.learns_from_data:
@@ -368,68 +417,73 @@ def _fit_blocks(config: TrainConfig, catalog: Catalog, y: np.ndarray, train: np.
             X = extractor.fit_transform(items)
         else:
             extractor = template
-            X = _rows(pre.features[kind], train)
+            X = _rows(pre.features[key], train)
         scaler = BlockScaler().fit(X)
         Z = scaler.transform(X)
         head = make_head(config.classifier, config.C, config.seed, config.class_weight).fit(Z, y[train])
-        blocks[kind] = Block(kind, spec, extractor, scaler, head)
-        scaled[kind] = Z
+        blocks[key] = Block(kind, spec, extractor, scaler, head)
+        scaled[key] = Z
     return blocks, scaled, history
 
 
-def _fusion_head(config: TrainConfig, scaled: dict[str, Any], y: np.ndarray):
-    if len(config.modalities) < 2 or config.fusion != "concat" or config.finetune is not None:
-        return None
-    Z = _hstack([scaled["text"], scaled["image"]])
-    return make_head(config.classifier, config.C, config.seed, config.class_weight).fit(Z, y)
+def _fusion_heads(config: TrainConfig, blocks: dict[str, Block], scaled: dict[str, Any],
+                  y: np.ndarray) -> dict[str, Any]:
+    """With ``concat`` fusion, one head per group of several frozen-feature blocks."""
+    heads = {}
+    if config.fusion != "concat":
+        return heads
+    for group, keys in config.groups.items():
+        if len(keys) > 1 and all(blocks[key].network is None for key in keys):
+            heads[group] = make_head(config.classifier, config.C, config.seed, config.class_weight).fit(
+                _hstack([scaled[key] for key in keys]), y)
+    return heads
 
 
-def _fold_proba(config: TrainConfig, catalog: Catalog, blocks: dict[str, Block], fusion_head,
+def _fold_proba(config: TrainConfig, catalog: Catalog, blocks: dict[str, Block], fusion_heads: dict[str, Any],
                 test: np.ndarray, pre: _Precomputed) -> dict[str, np.ndarray]:
-    """Probabilities on the test rows, per modality and fused."""
-    out: dict[str, np.ndarray] = {}
+    """Probabilities on the test rows: of each extractor (when a modality has several) and
+    of each group (text, image, text+image)."""
+    probas: dict[str, np.ndarray] = {}
     features: dict[str, Any] = {}
-    for kind, block in blocks.items():
+    for key, block in blocks.items():
         if block.network is not None:
             top = block._top  # type: ignore[attr-defined]
-            out[kind] = np.asarray(top.predict(pre.bottleneck[0, test].astype(np.float32), verbose=0))
+            probas[key] = np.asarray(top.predict(pre.bottleneck[0, test].astype(np.float32), verbose=0))
             continue
         if block.extractor.learns_from_data:
-            X = block.extractor.transform(_items(kind, catalog.subset(test), config.text_field))
+            X = block.extractor.transform(_items(block.kind, catalog.subset(test), config.text_field))
         else:
-            X = _rows(pre.features[kind], test)
-        features[kind] = block.scaler.transform(X)
-        out[kind] = block.head.predict_proba(features[kind])
-    if len(blocks) == 2:
-        if fusion_head is not None:
-            out["text+image"] = fusion_head.predict_proba(_hstack([features["text"], features["image"]]))
-        else:
-            out["text+image"] = (out["text"] + out["image"]) / 2.0
+            X = _rows(pre.features[key], test)
+        features[key] = block.scaler.transform(X)
+        probas[key] = block.head.predict_proba(features[key])
+    groups = config.groups
+    out = {key: P for key, P in probas.items() if key not in groups}
+    for group, keys in groups.items():
+        out[group] = _combine(keys, probas, features, fusion_heads.get(group))
     return out
 
 
 def _precompute(config: TrainConfig, catalog: Catalog, cache: FeatureCache | None) -> _Precomputed:
     pre = _Precomputed()
-    for kind in config.modalities:
-        spec = config.text if kind == "text" else config.image
+    for key, kind, spec in config.blocks:
         if kind == "image" and config.finetune is not None:
             started = time.perf_counter()
             pre.split = BackboneSplit(create_plugin("image", spec), config.finetune.unfreeze)
             pre.bottleneck = pre.split.bottleneck(catalog.image_paths, config.finetune.n_views(),
                                                   config.finetune.seed)
-            pre.feature_info[kind] = {"spec": spec, "fine_tuned": True,
-                                      "bottleneck_shape": list(pre.split.bottleneck_shape),
-                                      "views": int(pre.bottleneck.shape[0]),
-                                      "seconds": round(time.perf_counter() - started, 2)}
+            pre.feature_info[key] = {"spec": spec, "fine_tuned": True,
+                                     "bottleneck_shape": list(pre.split.bottleneck_shape),
+                                     "views": int(pre.bottleneck.shape[0]),
+                                     "seconds": round(time.perf_counter() - started, 2)}
             continue
         extractor = create_plugin(kind, spec)
         info = {"spec": spec, "learns_from_data": bool(extractor.learns_from_data)}
         if not extractor.learns_from_data:
             feats = extract_features(extractor, _items(kind, catalog, config.text_field), cache=cache)
-            pre.features[kind] = feats.matrix
+            pre.features[key] = feats.matrix
             info.update(dims=int(feats.matrix.shape[1]), cached=feats.from_cache,
                         seconds=round(feats.seconds, 2))
-        pre.feature_info[kind] = info
+        pre.feature_info[key] = info
     return pre
 
 
@@ -503,7 +557,7 @@ def train(catalog: Catalog, config: TrainConfig, *, cache: FeatureCache | None =
             for number, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(y)), y), start=1):
                 started = time.perf_counter()
                 blocks, scaled, history = _fit_blocks(config, catalog, y, train_idx, pre, n_classes)
-                fusion = _fusion_head(config, scaled, y[train_idx])
+                fusion = _fusion_heads(config, blocks, scaled, y[train_idx])
                 probas = _fold_proba(config, catalog, blocks, fusion, test_idx, pre)
                 seconds = time.perf_counter() - started
                 row = {"fold": number, "train": int(len(train_idx)), "test": int(len(test_idx)),
@@ -518,7 +572,7 @@ def train(catalog: Catalog, config: TrainConfig, *, cache: FeatureCache | None =
 
     started = time.perf_counter()
     blocks, scaled, history = _fit_blocks(config, catalog, y, np.arange(len(y)), pre, n_classes)
-    fusion = _fusion_head(config, scaled, y)
+    fusion = _fusion_heads(config, blocks, scaled, y)
     for block in blocks.values():
         block.__dict__.pop("_top", None)
     final_seconds = time.perf_counter() - started
@@ -674,13 +728,13 @@ def save_model(model: ClassifierModel, directory: str | Path) -> Path:
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    networks = {kind: block.network for kind, block in model.blocks.items() if block.network is not None}
-    for kind, network in networks.items():
+    networks = {key: block.network for key, block in model.blocks.items() if block.network is not None}
+    for network in networks.values():  # at most one: TrainConfig.check allows one fine-tuned backbone
         network.save(directory / NETWORK_FILE)
     objects = {
-        "blocks": {kind: Block(b.kind, b.spec, b.extractor, b.scaler, b.head, None)
-                   for kind, b in model.blocks.items()},
-        "fusion_head": model.fusion_head,
+        "blocks": {key: Block(b.kind, b.spec, b.extractor, b.scaler, b.head, None)
+                   for key, b in model.blocks.items()},
+        "fusion_heads": model.fusion_heads,
         "label_encoder": model.label_encoder,
     }
     tmp = directory / f".{OBJECTS_FILE}.tmp"
@@ -692,11 +746,11 @@ def save_model(model: ClassifierModel, directory: str | Path) -> Path:
         "versions": model.versions or library_versions(),
         "config": model.config.to_dict(),
         "categories": model.categories,
-        "modalities": list(model.blocks),
-        "extractors": {kind: {"spec": b.spec, "plugin": b.extractor.name,
-                              "params": {k: repr(v) for k, v in b.extractor.get_params().items()},
-                              "fine_tuned": b.network is not None}
-                       for kind, b in model.blocks.items()},
+        "modalities": model.config.modalities,
+        "extractors": {key: {"kind": b.kind, "spec": b.spec, "plugin": b.extractor.name,
+                             "params": {k: repr(v) for k, v in b.extractor.get_params().items()},
+                             "fine_tuned": b.network is not None}
+                       for key, b in model.blocks.items()},
         "files": {"objects": OBJECTS_FILE, **({"network": NETWORK_FILE} if networks else {})},
         "metrics": {k: v for k, v in model.metrics.items() if k in ("mean", "results", "folds", "main")},
     }
@@ -750,12 +804,16 @@ def load_model(directory: str | Path) -> ClassifierModel:
         network_path = directory / meta["files"]["network"]
         if not network_path.is_file():
             raise ModelError(f"{directory}: {network_path.name} is missing: train the model again")
+        key = next((k for k, e in meta.get("extractors", {}).items() if e.get("fine_tuned")), "image")
         try:
-            blocks["image"].network = FineTunedImageModel.load(blocks["image"].extractor, network_path)
+            blocks[key].network = FineTunedImageModel.load(blocks[key].extractor, network_path)
         except Exception as exc:
             raise ModelError(f"{network_path} cannot be read ({type(exc).__name__}): the file is damaged, "
                              "train the model again") from None
-    return ClassifierModel(config, list(meta["categories"]), blocks, objects.get("fusion_head"),
+    fusion_heads = objects.get("fusion_heads")
+    if fusion_heads is None:  # written before several extractors per modality: one text+image head
+        fusion_heads = {"text+image": objects["fusion_head"]} if objects.get("fusion_head") is not None else {}
+    return ClassifierModel(config, list(meta["categories"]), blocks, fusion_heads,
                            metrics=meta.get("metrics", {}), versions=saved)
 
 
