@@ -375,6 +375,21 @@ def test_model_from_another_version_is_refused(saved_model):
     assert done.exit_code == 1 and "retrain it" in done.output and "Traceback" not in done.output
 
 
+def test_model_with_one_fusion_head_from_before_several_extractors_still_loads(tiny_catalog, tmp_path,
+                                                                               test_plugins):
+    import joblib
+
+    catalog = load_catalog(tiny_catalog).validated()
+    model_dir = tmp_path / "model"
+    result = train(catalog, TrainConfig(text="tfidf:min_df=1", image="mean-colour", folds=0), out=model_dir)
+    objects = joblib.load(model_dir / "model.joblib")
+    objects["fusion_head"] = objects.pop("fusion_heads")["text+image"]  # how the first version saved it
+    joblib.dump(objects, model_dir / "model.joblib")
+    loaded = load_model(model_dir)
+    assert set(loaded.fusion_heads) == {"text+image"}
+    np.testing.assert_allclose(loaded.predict_proba(catalog), result.predict_proba(catalog))
+
+
 def test_model_from_another_scikit_learn_is_refused(saved_model):
     meta = json.loads((saved_model / "model.json").read_text())
     meta["versions"]["scikit-learn"] = "0.24.2"
