@@ -34,6 +34,12 @@ RUNS = {
         dict(text="tfidf", image="mobilenet:alpha=0.75", fusion="mean"),
         dict(backbone="mobilenet:alpha=0.75", unfreeze=6, epochs=15, finetune_epochs=10, views=3)),
     "bert+efficientnet-lite0 (frozen, concat)": (dict(text="bert", image="efficientnet-lite0"), None),
+    "tfidf+bert+efficientnet-lite0 (frozen, mean)": (
+        dict(text=["tfidf", "bert"], image="efficientnet-lite0", fusion="mean"), None),
+    "tfidf+bert+efficientnet-lite0 (frozen, concat)": (dict(text=["tfidf", "bert"], image="efficientnet-lite0"), None),
+    "efficientnet-lite0 384 px (frozen)": (dict(image="efficientnet-lite0:input_size=384"), None),
+    "tfidf+bert+efficientnet-lite0 384 px (frozen, mean)": (
+        dict(text=["tfidf", "bert"], image="efficientnet-lite0:input_size=384", fusion="mean"), None),
 }
 
 
