@@ -634,7 +634,8 @@ def write_training_report(result: TrainResult, out: Path, y: np.ndarray, oof: di
                           histories: list[list[dict]], final_history: list[dict]) -> dict[str, str]:
     from sklearn.metrics import classification_report
 
-    from .report import atomic_write_text, plot_confusion
+    from .files import atomic_write_text
+    from .report import plot_confusion
 
     files = {"metrics": "metrics.json"}
     summary = result.summary
@@ -724,7 +725,7 @@ def save_model(model: ClassifierModel, directory: str | Path) -> Path:
     model.joblib (extractors, scalers, heads, label encoder) and finetuned.keras."""
     import joblib
 
-    from .report import atomic_write_text
+    from .files import atomic_write_text
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -875,7 +876,7 @@ def predict_catalog(model: ClassifierModel, catalog: Catalog, *, top_k: int = 1,
             accuracy = sum(r["category"] == r["true_category"] for r in scored) / len(scored)
     result = PredictionResult(rows, columns, counts, accuracy)
     if out is not None:
-        from .report import atomic_write_text
+        from .files import atomic_write_text
 
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns)

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from .base import Source
 from .errors import SourceError
 from .progress import task
-from .report import atomic_write_text
+from .files import atomic_write_text
 
 #: The columns of the original study's "Resultat_script_python.csv".
 STUDY_COLUMNS = ("foodId", "label", "category", "foodContentsLabel", "image")
