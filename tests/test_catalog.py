@@ -118,3 +118,62 @@ def test_subset_keeps_rows_aligned(tiny_catalog):
     assert sub.lines == [5, 2]
     with pytest.raises(CatalogError):
         Catalog(ids=["a"], names=[], descriptions=["x"], image_paths=[None])
+
+
+def _write_csv(path, header, rows):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_label_column_is_never_read_as_the_product_name(tmp_path):
+    # `label` is both a category candidate and a name candidate: it used to become the text (ARI 1.0).
+    path = _write_csv(tmp_path / "c.csv", ["sku", "photo", "label"],
+                      [[f"p{i}", f"{i}.jpg", "Watches" if i % 2 else "Kitchen"] for i in range(6)])
+    catalog = load_catalog(path, label_column="label", id_column="sku", image_column="photo")
+    assert catalog.columns["label"] == "label"
+    assert catalog.columns["name"] is None
+    assert not any(catalog.texts("both"))
+    with pytest.raises(CatalogError, match=r"no name or description column for the text"):
+        catalog.validated(text="both", image=False, labels=True)
+
+
+def test_label_column_given_as_a_text_column_is_refused(tmp_path):
+    path = _write_csv(tmp_path / "c.csv", ["id", "title", "category"], [["a", "x", "Watches"]])
+    with pytest.raises(CatalogError, match=r"'category' is the category \(label\) column.*leak"):
+        load_catalog(path, name_column="category")
+
+
+def test_automatic_label_column_is_not_a_text_candidate(tmp_path):
+    # `label` named as the category: the automatic name lookup must skip it.
+    path = _write_csv(tmp_path / "c.csv", ["id", "label", "description"],
+                      [["a", "Watches", "steel dial"], ["b", "Kitchen", "pan"]])
+    catalog = load_catalog(path, label_column="label")
+    assert catalog.columns["label"] == "label" and catalog.columns["name"] is None
+    assert catalog.texts("both") == ["steel dial", "pan"]
+
+
+def test_missing_description_column_is_named(tmp_path):
+    path = _write_csv(tmp_path / "c.csv", ["id", "product_name", "category"],
+                      [["a", "steel watch", "Watches"], ["b", "pan", "Kitchen"]])
+    catalog = load_catalog(path)
+    assert "no description column" in catalog.text_column_warning("both")
+    assert catalog.text_columns("both") == ["product_name"]
+    with pytest.raises(CatalogError, match=r"no description column.*--description-column"):
+        catalog.validated(text="description", image=False)
+    assert catalog.text_column_warning("name") is None
+
+
+def test_no_usable_row_left_says_why(tmp_path):
+    path = _write_csv(tmp_path / "c.csv", ["id", "product_name", "image", "category"],
+                      [[f"p{i}", f"name {i}", f"missing{i}.jpg", "Watches"] for i in range(4)])
+    with pytest.raises(CatalogError, match=r"dropping 4: 4 x image file not found.*images from column image"):
+        load_catalog(path).validated(text=None, image=True)
+
+
+def test_image_run_without_image_column_is_refused(tmp_path):
+    path = _write_csv(tmp_path / "c.csv", ["id", "product_name", "category"], [["a", "watch", "Watches"]])
+    with pytest.raises(CatalogError, match=r"no image column.*--image-column"):
+        load_catalog(path).validated(text=None, image=True)

@@ -56,6 +56,8 @@ class Catalog:
     source: str = ""
     lines: list[int] = field(default_factory=list)
     dropped: list[RowProblem] = field(default_factory=list)
+    #: role -> CSV column it was read from (None: no such column), as detected or given.
+    columns: dict[str, str | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -111,6 +113,34 @@ class Catalog:
             dropped=list(self.dropped),
         )
 
+    def text_columns(self, text_field: TextField = "both") -> list[str]:
+        """The CSV columns ``text_field`` reads (known only for catalogues loaded from a file)."""
+        roles = {"name": ("name",), "description": ("description",), "both": ("name", "description")}
+        return [self.columns[r] for r in roles[text_field] if self.columns.get(r)]
+
+    def text_column_warning(self, text_field: TextField = "both") -> str | None:
+        """A one-line warning when ``both`` is asked but only one text column exists."""
+        if text_field != "both" or not self.columns:
+            return None
+        missing = [role for role in ("name", "description") if not self.columns.get(role)]
+        if len(missing) != 1:
+            return None
+        role = missing[0]
+        return (f"{self.source or 'catalogue'}: no {role} column (looked for "
+                f"{', '.join(COLUMN_CANDIDATES[role])}): the text is the "
+                f"{'description' if role == 'name' else 'name'} only; name it with --{role}-column")
+
+    def _check_text_columns(self, text_field: TextField) -> None:
+        if not self.columns:
+            return  # built in code, not from a file: nothing to check against
+        if not self.text_columns(text_field):
+            roles = ["name", "description"] if text_field == "both" else [text_field]
+            looked = ", ".join(c for r in roles for c in COLUMN_CANDIDATES[r])
+            raise CatalogError(
+                f"{self.source or 'catalogue'}: no {' or '.join(roles)} column for the text "
+                f"(looked for {looked}); name it with --{roles[0]}-column or choose another --text-field"
+            )
+
     # -- validation -------------------------------------------------------------------
     def problems(self, *, text: TextField | None = "both", image: bool = True,
                  labels: bool = False, check_decode: bool = True) -> list[RowProblem]:
@@ -136,6 +166,13 @@ class Catalog:
         """Return the catalogue without unusable rows, or raise listing them ('fail')."""
         if on_missing not in ("drop", "fail"):
             raise CatalogError(f"unknown on_missing policy '{on_missing}': use drop or fail")
+        if text:
+            self._check_text_columns(text)
+        if image and self.columns and not self.columns.get("image"):
+            raise CatalogError(
+                f"{self.source or 'catalogue'}: no image column (looked for "
+                f"{', '.join(COLUMN_CANDIDATES['image'])}); name it with --image-column"
+            )
         found = self.problems(text=text, image=image, labels=labels, check_decode=check_decode)
         if not found:
             return self
@@ -150,8 +187,33 @@ class Catalog:
         kept = self.subset(i for i, row_id in enumerate(self.ids) if row_id not in bad)
         kept.dropped = list(self.dropped) + found
         if not kept.ids:
-            raise CatalogError(f"{self.source or 'catalogue'}: no usable row left after dropping {len(bad)}")
+            raise CatalogError(f"{self.source or 'catalogue'}: no usable row left after dropping "
+                               f"{len(bad)}: {summarise_problems(found)}{self._columns_note(text, image)}")
         return kept
+
+    def _columns_note(self, text: TextField | None, image: bool) -> str:
+        if not self.columns:
+            return ""
+        used = []
+        if text:
+            used.append(f"text from {', '.join(self.text_columns(text)) or 'no column'}")
+        if image:
+            used.append(f"images from column {self.columns.get('image')}")
+        return f" ({'; '.join(used)})" if used else ""
+
+
+def problem_kind(problem: str) -> str:
+    """What a row problem is, without the file it names: 'image file not found'."""
+    return problem.split(":")[0].split(" (")[0].strip()
+
+
+def summarise_problems(found: Sequence[RowProblem], top: int = 3) -> str:
+    """The largest groups of row problems: '400 x no image given, 2 x empty description'."""
+    from collections import Counter
+
+    counts = Counter(problem_kind(p.problem) for p in found).most_common()
+    shown = ", ".join(f"{n} x {kind}" for kind, n in counts[:top])
+    return shown + (f" and {len(counts) - top} other reason(s)" if len(counts) > top else "")
 
 
 def image_problem(path: Path | None, *, check_decode: bool = True) -> str | None:
@@ -268,11 +330,20 @@ def load_catalog(
     """
     csv_path = find_catalog_csv(path)
     header, rows = _read_csv(csv_path)
-    id_col = _pick(header, "id", id_column, csv_path, required=False)
-    name_col = _pick(header, "name", name_column, csv_path, required=False)
-    desc_col = _pick(header, "description", description_column, csv_path, required=False)
-    image_col = _pick(header, "image", image_column, csv_path, required=False)
+    # The label column is picked first and is never a feature: a `label` column is both a
+    # category candidate and a product-name candidate, and reading it as the text made
+    # the category the feature (ARI 1.0).
     label_col = _pick(header, "label", label_column, csv_path, required=require_labels)
+    given = {"id": id_column, "name": name_column, "description": description_column, "image": image_column}
+    for role, column in given.items():
+        if label_col is not None and column == label_col and role != "id":
+            raise CatalogError(f"{csv_path}: column '{column}' is the category (label) column and "
+                               f"cannot also be the {role}: the category would leak into the features")
+    usable = [c for c in header if c != label_col]
+    id_col = _pick(header, "id", id_column, csv_path, required=False)
+    name_col = _pick(usable, "name", name_column, csv_path, required=False)
+    desc_col = _pick(usable, "description", description_column, csv_path, required=False)
+    image_col = _pick(usable, "image", image_column, csv_path, required=False)
     if name_col is None and desc_col is None and image_col is None:
         raise CatalogError(
             f"{csv_path}: no text or image column found (looked for "
@@ -299,6 +370,8 @@ def load_catalog(
     return Catalog(
         ids=ids, names=names, descriptions=descs, image_paths=images,
         labels=labels if label_col else None, source=str(csv_path), lines=lines,
+        columns={"id": id_col, "name": name_col, "description": desc_col, "image": image_col,
+                 "label": label_col},
     )
 
 
