@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import socket
 import time
 import zipfile
 from pathlib import Path
@@ -65,6 +66,25 @@ def fake_flipkart(monkeypatch, httpserver):
                                hashlib.sha256(CSV).hexdigest(), "test copy")
     monkeypatch.setitem(datasets.DATASETS, "flipkart", dataset)
     return dataset
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No name resolves except localhost, as on a machine without network."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host in ("localhost", "127.0.0.1", b"localhost", b"127.0.0.1"):
+            return real(host, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def leftovers(home: Path) -> list[str]:
@@ -196,7 +216,7 @@ def test_http_404_is_one_line(fake_flipkart, httpserver, home):
 def test_network_failure_and_timeout(fake_flipkart, httpserver, home, monkeypatch):
     refused = datasets.Dataset("flipkart", "http://127.0.0.1:1/data.zip", CSV_MEMBER, "0" * 64)
     monkeypatch.setitem(datasets.DATASETS, "flipkart", refused)
-    with pytest.raises(DatasetError, match=r"failed \(ConnectionError: .*refused"):
+    with pytest.raises(DatasetError, match=r"failed \(connection refused by 127.0.0.1:1\); offline, "):
         download_dataset("flipkart", timeout=2)
 
     def slow(request):
@@ -340,3 +360,32 @@ def test_cli_interrupt_says_how_to_resume(fake_flipkart, monkeypatch):
     result = CliRunner().invoke(cli, ["dataset", "download", "flipkart"])
     assert result.exit_code == 130
     assert "partial download is kept; run the same command again to resume" in result.output
+
+
+def test_offline_download_says_how_to_use_a_local_archive(offline, home, tmp_path):
+    # the real registry entry: its host cannot be resolved here
+    with pytest.raises(DatasetError) as info:
+        download_dataset("flipkart", timeout=2)
+    message = str(info.value)
+    assert message == (f"download of {datasets.FLIPKART_URL} failed (cannot resolve host "
+                       "s3-eu-west-1.amazonaws.com); offline, fetch that file on a machine with network "
+                       "and pass it with --url (a local .zip path or file:// URL)")
+    assert leftovers(home) == []
+
+    port = free_port()  # a mirror that refuses the connection: the hint names the origin too
+    with pytest.raises(DatasetError) as info:
+        download_dataset("flipkart", url=f"http://127.0.0.1:{port}/copy.zip", timeout=2)
+    message = str(info.value)
+    assert message == (f"download of http://127.0.0.1:{port}/copy.zip failed (connection refused by "
+                       f"127.0.0.1:{port}); offline, get the archive from {datasets.FLIPKART_URL} on a "
+                       "machine with network and pass it with --url (a local .zip path or file:// URL)")
+
+
+def test_cli_offline_download_error_is_one_complete_line(offline, home):
+    result = CliRunner().invoke(cli, ["dataset", "download", "flipkart"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: download of ")
+    assert lines[0].rstrip() == (f"error: download of {datasets.FLIPKART_URL} failed (cannot resolve host "
+                                 "s3-eu-west-1.amazonaws.com); offline, fetch that file on a machine with "
+                                 "network and pass it with --url (a local .zip path or file:// URL)")

@@ -5,6 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
 import time
 
 import pytest
@@ -26,10 +33,33 @@ TOTAL = 8
 
 @pytest.fixture(autouse=True)
 def slept(monkeypatch):
-    """Every wait a client asks for (rate limit, backoff, Retry-After), without waiting."""
+    """Every wait a client asks for (rate limit, backoff, Retry-After), without waiting; the
+    clients' clock moves on by the waits, as if they had been slept."""
     waits: list[float] = []
     monkeypatch.setattr(http, "default_sleep", waits.append)
+    monkeypatch.setattr(http, "default_clock", lambda: time.monotonic() + sum(waits))
     return waits
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No name resolves except localhost, as on a machine without network: nothing can leak
+    out, and a DNS failure is immediate and certain."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host in ("localhost", "127.0.0.1", b"localhost", b"127.0.0.1"):
+            return real(host, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def free_port() -> int:
+    """A local port nobody listens on: connecting to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def off_product(i: int, base: str) -> dict:
@@ -165,7 +195,7 @@ def test_rate_limit_spaces_requests(httpserver, tmp_path, slept):
 
 def test_time_budget_stops_a_long_retry_after(httpserver, tmp_path, slept):
     serve_off(httpserver, lambda page, call: Response("later", status=429, headers={"Retry-After": "3600"}))
-    with pytest.raises(SourceError, match=r"page 1: waiting 3600 s .* time budget of 60 s.*--resume"):
+    with pytest.raises(SourceError, match=r"page 1: waiting 3600 s .* time budget of 60 s.*nothing was written$"):
         collect(off(httpserver, time_budget=60), "champagne", tmp_path / "out.csv")
     assert slept == []
 
@@ -240,11 +270,11 @@ def test_timeout_is_retried_then_reported(httpserver, tmp_path, slept):
     source = off(httpserver, timeout=0.3, max_retries=1, page_size=10)
     summary = collect(source, "champagne", tmp_path / "a.csv", limit=2)
     assert summary.products == 2 and summary.retries == 1
-    assert source.client_.waits[0][0] == "retry after ReadTimeoutError"
+    assert source.client_.waits[0][0] == "retry after timeout (no answer within 0.3 s)"
 
     httpserver.clear()
     httpserver.expect_request("/cgi/search.pl").respond_with_handler(slow)
-    with pytest.raises(SourceError, match=r"page 1: timed out after 0.3 s"):
+    with pytest.raises(SourceError, match=r"page 1: timeout \(no answer within 0.3 s\) after 1 retry over "):
         collect(off(httpserver, timeout=0.3, max_retries=1), "champagne", tmp_path / "b.csv")
 
 
@@ -407,3 +437,234 @@ def test_cli_list_and_run_with_user_agent(httpserver, tmp_path):
     assert "5 product(s) written" in result.output and "2 page(s), 0 retries" in result.output
     assert httpserver.log[0][0].headers["User-Agent"] == "placedemarche/test (qa@example.org)"
     assert json.loads((tmp_path / "c.jsonl").read_text().splitlines()[4]) == {"foodId": "3004", "brands": "Maison"}
+
+
+# -- failures retrying cannot fix, and the ones it can ---------------------------------------
+def assert_nothing_left(out):
+    assert not out.exists() and not state_path(out).exists()
+
+
+def test_refused_connection_fails_at_once_and_leaves_nothing(tmp_path, slept):
+    port = free_port()
+    source = create_plugin("source", "openfoodfacts", base_url=f"http://127.0.0.1:{port}", min_interval=0)
+    out = tmp_path / "out.csv"
+    with pytest.raises(SourceError) as info:
+        collect(source, "champagne", out)  # default max_retries=5: none must be spent
+    message = str(info.value)
+    assert message.startswith(f"openfoodfacts page 1: connection refused by 127.0.0.1:{port}")
+    assert "--resume" not in message and "kept" not in message and "\n" not in message
+    assert "NewConnectionError" not in message and "Errno" not in message
+    assert slept == [] and source.retries() == 0
+    assert_nothing_left(out)
+
+
+def test_name_resolution_failure_fails_at_once_from_the_cli(tmp_path, slept, offline):
+    out = tmp_path / "out.csv"
+    result = CliRunner().invoke(cli, ["source", "run", "off", "--q", "champagne", "-o", str(out),
+                                      "--base-url", "https://offline.invalid", "--no-progress"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output  # no retry was announced: none was made
+    assert lines[0].rstrip() == ("error: openfoodfacts page 1: cannot resolve host offline.invalid: "
+                                 "check your network connection or --base-url; nothing was written")
+    assert "--resume" not in result.output and slept == []
+    assert_nothing_left(out)
+
+
+def test_invalid_url_fails_at_once(tmp_path, slept):
+    source = create_plugin("source", "openfoodfacts", base_url="world.openfoodfacts.org", min_interval=0)
+    with pytest.raises(SourceError, match=r"^openfoodfacts page 1: invalid URL world\.openfoodfacts\.org/cgi/"
+                                          r"search\.pl: .*--base-url") as info:
+        collect(source, "champagne", tmp_path / "out.csv")
+    assert "--resume" not in str(info.value) and slept == []
+    assert_nothing_left(tmp_path / "out.csv")
+
+
+@pytest.fixture
+def https_server(tmp_path):
+    """An HTTPS server whose self-signed certificate no client trusts."""
+    from pytest_httpserver import HTTPServer
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not found: cannot make a self-signed certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-subj", "/CN=localhost", "-days", "1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = HTTPServer(host="localhost", ssl_context=context)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+def test_ssl_certificate_error_fails_at_once(https_server, tmp_path, slept):
+    https_server.expect_request("/cgi/search.pl").respond_with_json(off_page(1, "https://x"))
+    source = create_plugin("source", "openfoodfacts", base_url=https_server.url_for("/"), min_interval=0)
+    with pytest.raises(SourceError, match=r"^openfoodfacts page 1: SSL certificate verification failed "
+                                          r"for localhost:\d+") as info:
+        collect(source, "champagne", tmp_path / "out.csv")
+    assert "--resume" not in str(info.value) and slept == [] and source.retries() == 0
+
+
+def test_nothing_kept_after_retries_says_so_and_leaves_nothing(httpserver, tmp_path, slept):
+    serve_off(httpserver, lambda page, call: Response("busy", status=503))
+    out = tmp_path / "out.csv"
+    with pytest.raises(SourceError, match=r"page 1: HTTP 503 .*nothing was written") as info:
+        collect(off(httpserver), "champagne", out)
+    assert "--resume" not in str(info.value) and len(slept) == 2
+    assert_nothing_left(out)
+
+
+def test_retries_are_reported_as_they_happen(httpserver, tmp_path):
+    serve_off(httpserver, lambda page, call: Response("busy", status=503) if page == 2 and call <= 2 else None)
+    notices = []
+    summary = collect(off(httpserver, backoff_factor=0.5), "champagne", tmp_path / "out.csv",
+                      on_retry=notices.append)
+    assert summary.complete and summary.retries == 2
+    assert [str(n) for n in notices] == ["openfoodfacts page 2: retry 1/2 in 0.5 s: HTTP 503",
+                                         "openfoodfacts page 2: retry 2/2 in 1 s: HTTP 503"]
+    assert (notices[0].attempt, notices[0].max_retries, notices[0].seconds) == (1, 2, 0.5)
+
+
+def test_retries_are_shown_by_the_cli(httpserver, tmp_path):
+    serve_off(httpserver, lambda page, call: Response("busy", status=503) if page == 1 and call == 1 else None)
+    result = CliRunner().invoke(cli, ["source", "run", "off", "--q", "champagne", "-o", str(tmp_path / "o.csv"),
+                                      "--base-url", httpserver.url_for("/"), "--option", "page_size=3",
+                                      "--option", "min_interval=0", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "openfoodfacts page 1: retry 1/5 in 2 s: HTTP 503" in result.output
+    assert "8 product(s) written" in result.output and "1 retry" in result.output
+
+
+def test_http_error_after_retries_says_how_many_and_how_long(httpserver, tmp_path, slept):
+    serve_off(httpserver, lambda page, call: Response("slow down", status=429))
+    source = off(httpserver, max_retries=5, backoff_factor=2.0)
+    with pytest.raises(SourceError) as info:
+        collect(source, "champagne", tmp_path / "out.csv")
+    assert str(info.value).startswith(
+        f"openfoodfacts page 1: HTTP 429 from {httpserver.url_for('/cgi/search.pl')} "
+        "after 5 retries over 62 s")
+    assert slept == [2.0, 4.0, 8.0, 16.0, 32.0] and source.retries() == 5
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 answering each connection with the next scripted behaviour:
+    "reset" (an RST before any answer) or bytes to send before closing."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        for behaviour in self.script:
+            conn, _ = self.sock.accept()
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                if behaviour == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                else:
+                    conn.sendall(behaviour)
+
+    def close(self):
+        self.sock.close()
+
+
+def http_json(payload, *, announce=None) -> bytes:
+    body = json.dumps(payload).encode()
+    length = len(body) if announce is None else announce
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            + f"Content-Length: {length}\r\n\r\n".encode() + body)
+
+
+def test_connection_reset_is_retried(tmp_path, slept):
+    page = {"count": 1, "products": [{"code": "1", "product_name": "Brut"}]}
+    server = RawServer(["reset", http_json(page)])
+    try:
+        source = create_plugin("source", "openfoodfacts", base_url=server.url, min_interval=0, backoff_factor=0.5)
+        summary = collect(source, "champagne", tmp_path / "out.csv")
+    finally:
+        server.close()
+    assert summary.products == 1 and summary.retries == 1 and slept == [0.5]
+    assert source.client_.waits == [("retry after connection reset by the server", 0.5)]
+
+
+def test_connection_closed_mid_body_is_retried_and_reported_cleanly(tmp_path, slept):
+    page = {"count": 1, "products": [{"code": "1", "product_name": "Brut"}]}
+    cut = http_json(page, announce=1000)  # announces 1000 bytes, sends fewer, closes
+    server = RawServer([cut, http_json(page)])
+    try:
+        source = create_plugin("source", "openfoodfacts", base_url=server.url, min_interval=0, backoff_factor=0.5)
+        summary = collect(source, "champagne", tmp_path / "a.csv")
+    finally:
+        server.close()
+    sent = len(json.dumps(page))
+    assert summary.products == 1 and summary.retries == 1 and slept == [0.5]
+    assert source.client_.waits == [
+        (f"retry after connection closed mid-response ({sent} of 1000 bytes received)", 0.5)]
+
+    slept.clear()
+    server = RawServer([cut] * 3)
+    try:
+        source = create_plugin("source", "openfoodfacts", base_url=server.url, min_interval=0,
+                               max_retries=2, backoff_factor=0.5)
+        with pytest.raises(SourceError) as info:
+            collect(source, "champagne", tmp_path / "b.csv")
+    finally:
+        server.close()
+    assert re.match(rf"openfoodfacts page 1: connection closed mid-response \({sent} of 1000 bytes "
+                    r"received\) after 2 retries over 1\.\d s; nothing was written$", str(info.value))
+    assert "IncompleteRead" not in str(info.value) and slept == [0.5, 1.0]
+
+
+def _bomb_png() -> bytes:
+    """A black 1-bit PNG of about 100 kB whose pixel count passes twice Pillow's limit, so
+    opening it raises DecompressionBombError (not the milder warning)."""
+    from PIL import Image
+
+    side = int((Image.MAX_IMAGE_PIXELS * 2) ** 0.5) + 100
+    buffer = io.BytesIO()
+    Image.new("1", (side, side)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def test_decompression_bomb_image_is_skipped_and_the_row_kept(httpserver, tmp_path):
+    serve_off(httpserver)
+    for i in range(TOTAL):
+        data = _bomb_png() if i == 4 else _jpeg()
+        httpserver.expect_request(f"/img/{i}.jpg").respond_with_data(data, content_type="image/jpeg")
+    out = tmp_path / "cat" / "champagne.csv"
+    summary = collect(off(httpserver), "champagne", out, images_dir=tmp_path / "cat" / "images")
+    assert summary.complete and summary.products == TOTAL and summary.images == TOTAL - 1
+    assert len(summary.skipped_images) == 1
+    assert summary.skipped_images[0].startswith("3004: image too large (")
+    assert summary.skipped_images[0].endswith(f" ({httpserver.url_for('/img/4.jpg')})")
+    rows = read_csv(out)
+    assert rows[4]["foodId"] == "3004" and rows[4]["image"] == "" and rows[4]["image_url"].endswith("/img/4.jpg")
+    assert not (tmp_path / "cat" / "images" / "3004.jpg").exists()
+    assert len(load_catalog(out).validated(image=True)) == TOTAL - 1
+
+
+def test_output_and_state_honour_the_umask(httpserver, tmp_path):
+    serve_off(httpserver, lambda page, call: Response("oops", status=500) if page == 2 and call == 1 else None)
+    out = tmp_path / "out.csv"
+    previous = os.umask(0o022)
+    try:
+        with pytest.raises(SourceError):
+            collect(off(httpserver, max_retries=0), "champagne", out)
+        assert oct(out.stat().st_mode & 0o777) == oct(state_path(out).stat().st_mode & 0o777) == "0o644"
+        collect(off(httpserver, max_retries=0), "champagne", out, resume=True)
+        os.umask(0o027)
+        other = tmp_path / "other.jsonl"
+        collect(off(httpserver), "champagne", other, fields=["foodId"])
+    finally:
+        os.umask(previous)
+    assert oct(out.stat().st_mode & 0o777) == oct(state_path(out).stat().st_mode & 0o777) == "0o644"
+    assert oct(other.stat().st_mode & 0o777) == oct(state_path(other).stat().st_mode & 0o777) == "0o640"

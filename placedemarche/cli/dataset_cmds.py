@@ -17,8 +17,8 @@ def dataset():
 @dataset.command("download")
 @click.argument("name")
 @click.option("--url", metavar="URL|PATH",
-              help="Archive to use instead of the official one: a mirror URL, a file:// URL "
-                   "or a local .zip path.")
+              help="Archive to use instead of the official one: a local .zip path or file:// URL "
+                   "(an offline copy), or a mirror URL.")
 @click.option("--force", is_flag=True, help="Download and unpack again even if the dataset is present.")
 @_data_home_option
 def download(name, url, force, data_home):

@@ -55,6 +55,8 @@ def run(name, query, limit, out, fields, fmt, images_dir, image_workers, resume,
     Example:
       pm source run openfoodfacts --q champagne --limit 10 -o champagne.csv --images images/
     """
+    from rich.markup import escape
+
     from ..core.collect import collect
     from ..core.plugins import create_plugin, parse_plugin_spec
     from .render import console, err_console, progress_bars
@@ -66,12 +68,16 @@ def run(name, query, limit, out, fields, fmt, images_dir, image_workers, resume,
         params["user_agent"] = user_agent
     plugin = create_plugin("source", name, **params)
     columns = [f.strip() for f in fields.split(",") if f.strip()] if fields else None
+
+    def show_retry(notice):  # above the progress bars, and with --no-progress too
+        err_console.print(f"[yellow]{escape(str(notice))}[/]", highlight=False, soft_wrap=True)
+
     with progress_bars(not no_progress):
         summary = collect(plugin, query, out, limit=limit, fields=columns, fmt=fmt, resume=resume,
-                          images_dir=images_dir, image_workers=image_workers)
+                          images_dir=images_dir, image_workers=image_workers, on_retry=show_retry)
     console.print(_summary_line(summary, bool(images_dir)), highlight=False)
     for skipped in summary.skipped_images[:10]:
-        err_console.print(f"[yellow]skipped image[/] {skipped}", highlight=False)
+        err_console.print(f"[yellow]skipped image[/] {escape(skipped)}", highlight=False)
     if len(summary.skipped_images) > 10:
         err_console.print(f"[yellow]... and {len(summary.skipped_images) - 10} more skipped image(s)[/]",
                           highlight=False)

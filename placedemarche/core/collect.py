@@ -4,6 +4,8 @@ Each page is appended to the output in one write followed by flush + fsync, then
 state file (``<out>.state.json``, replaced atomically) records the pages, products, ids and
 bytes done. A failure or an interruption on page N therefore keeps pages 1..N-1 intact;
 ``resume=True`` truncates any partial write past the recorded size and continues at page N.
+A run that fails before its first page is written leaves no file behind: there is nothing to
+resume.
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ import io
 import json
 import os
 import re
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from .base import Source
 from .errors import SourceError
-from .progress import task
 from .files import atomic_write_text
+from .http import RetryListener, describe_failure, reporting_retries
+from .progress import task
 
 #: The columns of the original study's "Resultat_script_python.csv".
 STUDY_COLUMNS = ("foodId", "label", "category", "foodContentsLabel", "image")
@@ -114,7 +117,7 @@ def _check_fields(source: Source, columns: Sequence[str]) -> None:
 def collect(source: Source, query: str, out: str | os.PathLike, *, limit: int | None = None,
             fields: Sequence[str] | None = None, fmt: str | None = None, resume: bool = False,
             images_dir: str | os.PathLike | None = None, image_timeout: float = 30.0,
-            image_workers: int = 8) -> CollectSummary:
+            image_workers: int = 8, on_retry: RetryListener | None = None) -> CollectSummary:
     """Query ``source`` and write up to ``limit`` records to ``out`` (CSV or JSON lines).
 
     ``fields`` are output columns: the study columns (mapped through ``source.columns``) or
@@ -122,9 +125,11 @@ def collect(source: Source, query: str, out: str | os.PathLike, *, limit: int | 
     are skipped. With ``images_dir`` each product image is downloaded there and the
     ``image`` column holds its path relative to ``out``'s directory (the URL moves to
     ``image_url``), so ``load_catalog(out)`` finds the pictures; ``image_workers`` images
-    of a page download at once. Raises SourceError on
-    failure or interruption, after everything fetched so far has been written, with the
-    way to resume in its message.
+    of a page download at once. ``on_retry`` is called with a
+    :class:`~placedemarche.core.http.RetryNotice` before each retry of an HTTP source, as it
+    happens. Raises SourceError on failure or interruption, after everything fetched so far
+    has been written, with the way to resume in its message; when no page was written, the
+    output and its state file are removed instead (there is nothing to resume).
 
     Usage::
 
@@ -157,6 +162,7 @@ def collect(source: Source, query: str, out: str | os.PathLike, *, limit: int | 
         raise SourceError(f"{out} already exists: choose another -o, delete it "
                           f"(and {state_file.name}), or add --resume to continue it")
     out.parent.mkdir(parents=True, exist_ok=True)
+    made_images_dir = images is not None and not images.exists()
     if images is not None:
         images.mkdir(parents=True, exist_ok=True)
 
@@ -176,6 +182,7 @@ def collect(source: Source, query: str, out: str | os.PathLike, *, limit: int | 
                                       image_timeout, image_workers)
     try:
         with ExitStack() as bars:
+            bars.enter_context(reporting_retries(on_retry) if on_retry is not None else nullcontext())
             pages_bar = bars.enter_context(task(f"{source.name} '{query}': pages"))
             products_bar = None
             pages = iter(()) if remaining == 0 else source.pages(query, start_page=summary.pages + 1)
@@ -214,6 +221,12 @@ def collect(source: Source, query: str, out: str | os.PathLike, *, limit: int | 
     except (SourceError, KeyboardInterrupt) as exc:
         summary.retries, summary.waited = source.retries(), source.waited()
         what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        if summary.pages == 0:  # only a header: a file to delete and a --resume that gains nothing
+            out.unlink(missing_ok=True)
+            state_file.unlink(missing_ok=True)
+            if made_images_dir:
+                _remove_if_empty(images)
+            raise SourceError(f"{what}; nothing was written") from None
         raise SourceError(
             f"{what}; {summary.pages} page(s), {summary.products} product(s) kept in {out}: "
             "run the same command with --resume to continue") from None
@@ -247,6 +260,13 @@ def _resume_state(out: Path, state_file: Path, identity: dict) -> dict:
         with open(out, "r+b") as handle:  # drop a page half-written when the run stopped
             handle.truncate(recorded)
     return state
+
+
+def _remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:
+        pass  # not empty (images of an earlier run): keep it
 
 
 def _safe_name(text: str) -> str:
@@ -300,8 +320,6 @@ class _ImageDownloader:
     def _fetch(self, url: str, product_id: str) -> tuple[str, str]:
         import requests
 
-        from .catalog import image_problem
-
         if not url:
             return "", f"{product_id}: no image URL"
         suffix = Path(url.split("?")[0]).suffix.lower()
@@ -313,18 +331,40 @@ class _ImageDownloader:
                 if response.status_code >= 400:
                     raise OSError(f"HTTP {response.status_code}")
                 tmp.write_bytes(response.content)
-                problem = image_problem(tmp)
+                problem = _image_problem(tmp)
                 if problem:
-                    raise OSError(problem.split(":")[0])
+                    raise OSError(problem)
                 os.replace(tmp, target)
             except (OSError, requests.RequestException) as exc:
                 tmp.unlink(missing_ok=True)
-                return "", f"{product_id}: {_short(exc)} ({url})"
+                return "", f"{product_id}: {_short(exc, url)} ({url})"
         return os.path.relpath(target, self.out.parent), ""
 
 
-def _short(exc: Exception) -> str:
-    text = str(exc).replace("\n", " ")
-    if isinstance(exc, OSError) and not type(exc).__module__.startswith("requests"):
-        return text[:100]
-    return f"{type(exc).__name__}: {text.split('Caused by ', 1)[-1][:100]}"
+def _image_problem(path: Path) -> str:
+    """Why a downloaded image cannot be used, without the temporary file's path; "" if usable.
+
+    Pillow refuses an image declaring more than twice ``MAX_IMAGE_PIXELS`` (a 1 MB PNG can
+    declare 20000x20000 pixels, gigabytes once decoded) with DecompressionBombError, which is
+    no OSError: let through, it failed the whole page at every --resume.
+    """
+    from PIL import Image
+
+    from .catalog import image_problem
+
+    try:
+        problem = image_problem(path) or ""
+    except Image.DecompressionBombError as exc:
+        # Pillow's message gives the count: "Image size (181629529 pixels) exceeds limit of ..."
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        pixels = f"{int(found.group(1)):,} pixels, " if found else ""
+        return f"image too large ({pixels}over Pillow's decompression-bomb limit)"
+    return problem.split(":")[0]
+
+
+def _short(exc: Exception, url: str) -> str:
+    import requests
+
+    if isinstance(exc, requests.RequestException):
+        return describe_failure(exc, url).reason
+    return str(exc).replace("\n", " ")

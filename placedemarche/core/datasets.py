@@ -148,7 +148,7 @@ def download_dataset(name: str, *, url: str | None = None, home: str | os.PathLi
     scheme = urlparse(source).scheme.lower()
     if scheme in ("http", "https"):
         archive = home / f"{dataset.name}.zip.part"
-        _fetch(source, archive, timeout, what=dataset.name)
+        _fetch(source, archive, timeout, dataset)
         try:
             target = _install(dataset, archive, source, home)
         except DatasetError:
@@ -172,10 +172,11 @@ def _local_archive(source: str) -> Path:
     return path
 
 
-def _fetch(url: str, part: Path, timeout: float, what: str) -> None:
+def _fetch(url: str, part: Path, timeout: float, dataset: Dataset) -> None:
     """Download ``url`` into ``part``, resuming from its current size when the server allows."""
     import requests
 
+    what = dataset.name
     have = part.stat().st_size if part.exists() else 0
     # identity: byte offsets and Content-Length must refer to the archive itself
     headers = {"Accept-Encoding": "identity"}
@@ -187,7 +188,7 @@ def _fetch(url: str, part: Path, timeout: float, what: str) -> None:
                 if _content_range(response.headers.get("Content-Range"))[1] == have:
                     return  # the partial file is already the whole archive
                 part.unlink()  # larger than the archive, or the archive changed
-                return _fetch(url, part, timeout, what)
+                return _fetch(url, part, timeout, dataset)
             if response.status_code >= 400:
                 raise DatasetError(f"download of {url} failed: HTTP {response.status_code} "
                                    f"{response.reason or ''}".rstrip() + _kept(part))
@@ -196,7 +197,7 @@ def _fetch(url: str, part: Path, timeout: float, what: str) -> None:
                 if start != have:  # a range we did not ask for: start again from scratch
                     response.close()
                     part.unlink()
-                    return _fetch(url, part, timeout, what)
+                    return _fetch(url, part, timeout, dataset)
             else:  # 200: the server ignored the Range header (or none was sent)
                 have = 0
                 length = response.headers.get("Content-Length", "")
@@ -208,12 +209,25 @@ def _fetch(url: str, part: Path, timeout: float, what: str) -> None:
                     out.write(chunk)
                     bar.advance(len(chunk))
     except requests.RequestException as exc:
-        raise DatasetError(f"download of {url} failed ({_reason(exc, timeout)})" + _kept(part)) from None
+        from .http import describe_failure
+
+        failure = describe_failure(exc, url, timeout)
+        if failure.unreachable:  # offline, most likely: say how to do without the network
+            raise DatasetError(f"download of {url} failed ({failure.reason})" + _kept(part)
+                               + _offline_hint(url, dataset)) from None
+        hint = _offline_hint(url, dataset) if isinstance(exc, requests.ConnectTimeout) else ""
+        raise DatasetError(f"download of {url} failed ({_reason(exc, timeout)})" + _kept(part) + hint) from None
     except OSError as exc:
         raise DatasetError(f"cannot write {part}: {exc.strerror or exc}") from None
     size = part.stat().st_size
     if total is not None and size != total:
         raise DatasetError(f"download of {url} stopped at {size} of {total} bytes" + _kept(part))
+
+
+def _offline_hint(url: str, dataset: Dataset) -> str:
+    where = "fetch that file" if url == dataset.url else f"get the archive from {dataset.url}"
+    return (f"; offline, {where} on a machine with network and pass it with --url "
+            "(a local .zip path or file:// URL)")
 
 
 def _content_range(header: str | None) -> tuple[int | None, int | None]:

@@ -24,7 +24,8 @@ class OpenFoodFactsSource(HttpSource):
         user_agent: "app/version (contact)" sent with every request.
         page_size: products per page (the API allows up to 100).
         timeout: seconds per request; max_retries / backoff_factor: retries with
-            exponential backoff on 429, 5xx and timeouts; time_budget: total seconds.
+            exponential backoff on 429, 5xx, timeouts, resets and responses cut short (an
+            unresolvable host or a refused connection fails at once); time_budget: total seconds.
 
     Usage::
 
