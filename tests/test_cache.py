@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import pickle
+import stat
+import zipfile
+from pathlib import Path
+
 import numpy as np
+import pytest
 import scipy.sparse
 
 from placedemarche.core.cache import FeatureCache, extractor_key, fingerprint_images, fingerprint_texts
@@ -59,3 +67,173 @@ def test_key_changes_when_nltk_data_appears_or_disappears(monkeypatch):
     with_data = extractor_key(ext, fp)
     monkeypatch.setattr(textmod, "resource_state", lambda language="english": {"wordnet": False})
     assert extractor_key(ext, fp) != with_data
+
+
+# -- damaged entries, checksums, file modes, leftovers ----------------------------------------
+KEY = "cd" + "1" * 62
+
+
+def _dense():
+    return np.arange(12, dtype=np.float32).reshape(4, 3)
+
+
+def _sparse():
+    return scipy.sparse.random(5, 7, density=0.4, format="csr", dtype=np.float32, random_state=0)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_a_bit(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x04  # inside the values of an .npy, inside the compressed stream of an .npz
+    path.write_bytes(bytes(data))
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+DAMAGE = {
+    "truncated": lambda data, meta: _truncate(data),
+    "bit-flipped": lambda data, meta: _flip_a_bit(data),
+    "zero bytes": lambda data, meta: _empty(data),
+    "metadata missing": lambda data, meta: meta.unlink(),
+    "metadata truncated": lambda data, meta: _truncate(meta),
+    "metadata not an object": lambda data, meta: meta.write_text("[1, 2]"),
+}
+
+
+@pytest.mark.parametrize("make", [_dense, _sparse], ids=["dense", "sparse"])
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_any_damaged_entry_loads_as_missing(tmp_path, make, damage):
+    cache = FeatureCache(tmp_path)
+    data = cache.save(KEY, make())
+    DAMAGE[damage](data, data.with_suffix(".json"))
+    assert cache.load(KEY) is None
+    assert cache.info(verify=True).damaged == 1
+
+
+@pytest.mark.parametrize("make", [_dense, _sparse], ids=["dense", "sparse"])
+def test_save_then_load_gives_back_the_same_array(tmp_path, make):
+    cache = FeatureCache(tmp_path)
+    original = make()
+    cache.save(KEY, original, meta={"plugin": "test"})
+    loaded = cache.load(KEY)
+    assert loaded.shape == original.shape and loaded.dtype == original.dtype
+    dense = lambda m: m.toarray() if scipy.sparse.issparse(m) else np.asarray(m)  # noqa: E731
+    assert scipy.sparse.issparse(loaded) == scipy.sparse.issparse(original)
+    assert np.array_equal(dense(loaded), dense(original))
+    assert cache.info(verify=True).damaged == 0
+
+
+def test_truncated_sparse_entry_is_recomputed_and_overwritten(tmp_path):
+    cache = FeatureCache(tmp_path)
+    first = extract_features(create_plugin("text", "tfidf:min_df=1"), TEXTS, cache=cache)
+    (entry,) = tmp_path.rglob("*.npz")
+    _truncate(entry)  # what a full disk or a killed copy leaves behind
+    second = extract_features(create_plugin("text", "tfidf:min_df=1"), TEXTS, cache=cache)
+    third = extract_features(create_plugin("text", "tfidf:min_df=1"), TEXTS, cache=cache)
+    assert not second.from_cache and third.from_cache
+    assert np.allclose(first.matrix.toarray(), third.matrix.toarray())
+
+
+@pytest.mark.parametrize("error", [zipfile.BadZipFile("bad"), ValueError("bad"), OSError("bad"),
+                                   EOFError("bad"), KeyError("arr_0"), pickle.UnpicklingError("bad"),
+                                   RuntimeError("bad")], ids=type)
+def test_any_decoding_error_loads_as_missing(tmp_path, monkeypatch, error):
+    cache = FeatureCache(tmp_path)
+    cache.save(KEY, _dense())
+    cache.save(KEY[::-1], _sparse())
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(np, "load", fail)
+    monkeypatch.setattr(scipy.sparse, "load_npz", fail)
+    assert cache.load(KEY) is None and cache.load(KEY[::-1]) is None
+
+
+def test_entry_of_the_previous_version_without_checksum_is_recomputed_once(tmp_path):
+    cache = FeatureCache(tmp_path)
+    old = tmp_path / KEY[:2] / f"{KEY}.npy"
+    old.parent.mkdir()
+    np.save(old, np.zeros((4, 3), np.float32))
+    old.with_suffix(".json").write_text(json.dumps({"plugin": "tfidf", "rows": 4}))
+    assert cache.load(KEY) is None
+    cache.save(KEY, _dense())
+    assert np.array_equal(cache.load(KEY), _dense())
+
+
+def test_a_save_interrupted_before_its_metadata_leaves_no_usable_entry(tmp_path, monkeypatch):
+    from placedemarche.core import cache as cache_module
+    from placedemarche.core.files import atomic_writer as real
+
+    cache = FeatureCache(tmp_path)
+    cache.save(KEY, np.ones((4, 3), np.float32))
+
+    def dying_on_metadata(path, *args, **kwargs):
+        if Path(path).suffix == ".json":
+            raise KeyboardInterrupt
+        return real(path, *args, **kwargs)
+
+    # raising=False: so that this test fails, rather than errors, on a cache without atomic_writer
+    monkeypatch.setattr(cache_module, "atomic_writer", dying_on_metadata, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        cache.save(KEY, _dense())
+    assert cache.load(KEY) is None  # new data, old metadata: not trusted
+
+
+def test_cache_files_honour_the_umask(tmp_path):
+    cache = FeatureCache(tmp_path / "c")
+    previous = os.umask(0o022)
+    try:
+        cache.save(KEY, _dense(), meta={"plugin": "x"})
+        cache.save(KEY[::-1], _sparse())
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "c").rglob("*") if p.is_file()}
+    assert len(modes) == 4 and set(modes.values()) == {0o644}, modes
+
+
+def _leftover_temp_files(root):
+    """What a process killed while writing leaves: atomic_writer's and the previous version's names."""
+    shard = root / KEY[:2]
+    shard.mkdir(parents=True, exist_ok=True)
+    leftovers = [shard / f".{KEY}.npy.k2j4h1.tmp", shard / ".tmp-abc123.npz"]
+    for path in leftovers:
+        path.write_bytes(b"partial")
+    return leftovers
+
+
+def test_clear_removes_temporary_files_too(tmp_path):
+    cache = FeatureCache(tmp_path)
+    cache.save(KEY, _dense())
+    leftovers = _leftover_temp_files(tmp_path)
+    info = cache.info()
+    assert info.entries == 1 and info.temp_files == 2
+    cache.clear()
+    assert not any(p.exists() for p in leftovers)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_cache_info_counts_damaged_entries_and_clear_removes_leftovers(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from placedemarche.cli.main import cli
+
+    monkeypatch.setenv("PM_CACHE_DIR", str(tmp_path / "c"))
+    cache = FeatureCache(tmp_path / "c")
+    cache.save(KEY, _dense())
+    _truncate(cache.save(KEY[::-1], _sparse()))
+    result = CliRunner().invoke(cli, ["cache", "info"])
+    assert result.exit_code == 0, result.output
+    assert "2 feature file(s)" in result.output and "1 damaged" in result.output
+
+    cache.clear()
+    leftovers = _leftover_temp_files(tmp_path / "c")
+    result = CliRunner().invoke(cli, ["cache", "clear", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "nothing to clear" not in result.output and "2 temporary file(s)" in result.output
+    assert not any(p.exists() for p in leftovers)

@@ -79,3 +79,113 @@ def test_decoding_runs_at_most_a_few_batches_ahead(tmp_path, monkeypatch):
     assert first.shape == (4, 8, 8, 3)
     assert 4 <= len(decoded) <= 3 * 4  # the batch handed out, plus `prefetch` batches in flight
     assert sum(len(b) for b in batches) == 396
+
+
+# -- decompression bombs -----------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def bomb_png(tmp_path_factory):
+    """A 20000×20000 PNG of about 50 kB: past twice Image.MAX_IMAGE_PIXELS, where Pillow
+    raises DecompressionBombError (written once: it takes a second or two)."""
+    from PIL import Image
+
+    assert 20000 * 20000 > 2 * Image.MAX_IMAGE_PIXELS
+    path = tmp_path_factory.mktemp("bomb") / "bomb.png"
+    Image.new("1", (20000, 20000)).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def warning_png(tmp_path_factory):
+    """A 10000×10000 PNG: between 1× and 2× Image.MAX_IMAGE_PIXELS, where Pillow only warns."""
+    from PIL import Image
+
+    assert Image.MAX_IMAGE_PIXELS < 10000 * 10000 <= 2 * Image.MAX_IMAGE_PIXELS
+    path = tmp_path_factory.mktemp("big") / "big.png"
+    Image.new("1", (10000, 10000)).save(path)
+    return path
+
+
+def test_validation_reports_a_decompression_bomb_as_too_large(bomb_png):
+    from PIL import Image
+
+    from placedemarche.core.catalog import image_problem
+
+    limit = 2 * Image.MAX_IMAGE_PIXELS
+    assert image_problem(bomb_png) == f"image too large (20000×20000 pixels, limit {limit}): {bomb_png}"
+    assert image_problem(bomb_png, check_decode=False) is None  # no decoding asked: no size check
+
+
+@pytest.mark.filterwarnings("error")  # a DecompressionBombWarning would fail the test
+def test_image_below_pillows_error_limit_is_accepted_without_a_warning(warning_png):
+    from placedemarche.core.catalog import image_problem
+    from placedemarche.core.images import check_pixel_count
+
+    assert image_problem(warning_png) is None
+    check_pixel_count(warning_png)  # the loaders' check lets it through, silently too
+
+
+def test_loaders_refuse_a_decompression_bomb_in_one_line(bomb_png):
+    from placedemarche.plugins.image.sift import read_grayscale
+
+    with pytest.raises(ImageReadError, match=r"image too large \(20000×20000 pixels.*bomb\.png") as caught:
+        load_image(bomb_png, 8)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ImageReadError, match=r"^sift: image too large \(20000×20000 pixels.*bomb\.png"):
+        read_grayscale(bomb_png, 384)
+    with pytest.raises(ImageReadError, match="bomb.png"):
+        list(iter_image_batches([bomb_png], 8, batch_size=1))
+
+
+def test_opencv_refusing_an_image_is_an_image_read_error(tmp_path, monkeypatch):
+    import cv2
+
+    from placedemarche.plugins.image.sift import read_grayscale
+
+    path = _write(tmp_path / "ok.png", 8, 8, (0, 0, 255))
+
+    def refuse(*args, **kwargs):  # what OpenCV does past its own CV_IO_MAX_IMAGE_PIXELS
+        raise cv2.error("(-215:Assertion failed) pixels <= CV_IO_MAX_IMAGE_PIXELS")
+
+    monkeypatch.setattr(cv2, "imdecode", refuse)
+    with pytest.raises(ImageReadError, match=r"^sift: cannot decode image .*ok\.png"):
+        read_grayscale(path, 384)
+    assert load_image(path, 8)[4, 4].tolist() == [255, 0, 0]  # Pillow still decodes it
+
+
+def test_cli_evaluate_drops_a_decompression_bomb_row(tiny_catalog, bomb_png, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from placedemarche.cli.main import cli
+    from placedemarche.core import evaluate
+
+    # the 2-D map's t-SNE is most of the run time and has nothing to do with validation
+    monkeypatch.setattr(evaluate, "_tsne", lambda X, seed, perplexity: np.asarray(X)[:, :2])
+
+    shutil.copy(bomb_png, tiny_catalog.parent / "images" / "bomb.png")
+    with open(tiny_catalog, "a", encoding="utf-8") as handle:
+        handle.write("bomb01,Watches analog bomb,A watch.,bomb.png,Watches\n")
+    out = tmp_path / "res"
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(tiny_catalog), "--image", "sift:n_words=8",
+                                      "--seeds", "1", "--cluster-on", "raw", "--no-progress",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "image too large" in result.output
+    dropped = json.loads((out / "results.json").read_text())["catalog"]["dropped_rows"]
+    assert [(row["id"], row["problem"].split(" (")[0]) for row in dropped] == [("bomb01", "image too large")]
+    assert "20000×20000 pixels" in dropped[0]["problem"]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".gif", ".bmp", ".tga", ".tiff", ".webp"])
+def test_open_image_identifies_formats_as_pillow_does(tmp_path, suffix):
+    from PIL import Image
+
+    from placedemarche.core.images import open_image
+
+    path = tmp_path / f"photo{suffix}"
+    Image.new("RGB", (30, 20), (10, 200, 30)).save(path)
+    with Image.open(path) as expected, open_image(path) as opened:
+        assert (opened.format, opened.size, opened.mode) == (expected.format, expected.size, expected.mode)
+        assert opened.convert("RGB").getpixel((5, 5)) == expected.convert("RGB").getpixel((5, 5))

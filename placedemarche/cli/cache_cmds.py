@@ -12,12 +12,18 @@ def cache():
 
 @cache.command("info")
 def cache_info():
-    """Show where the feature cache is and how much it holds."""
+    """Show where the feature cache is, how much it holds and how much of it is damaged."""
     from ..core.cache import FeatureCache
     from .render import console
 
-    info = FeatureCache().info()
-    console.print(f"{info.path}: {info.entries} feature file(s), {info.bytes / 1e6:.1f} MB", highlight=False)
+    info = FeatureCache().info(verify=True)
+    line = f"{info.path}: {info.entries} feature file(s), {info.bytes / 1e6:.1f} MB"
+    if info.damaged:
+        line += f"; {info.damaged} damaged or from an older version (recomputed when next needed)"
+    if info.temp_files:
+        line += (f"; {info.temp_files} temporary file(s) left by interrupted writes"
+                 " (pm cache clear removes them)")
+    console.print(line, highlight=False)
 
 
 @cache.command("clear")
@@ -29,11 +35,11 @@ def cache_clear(yes):
 
     store = FeatureCache()
     info = store.info()
-    if not info.entries:
+    if not info.entries and not info.temp_files:
         console.print(f"{info.path}: nothing to clear", highlight=False)
         return
+    what = f"{info.entries} cached feature file(s) and {info.temp_files} temporary file(s)"
     if not yes:
-        click.confirm(f"Delete {info.entries} cached feature file(s) ({info.bytes / 1e6:.1f} MB) "
-                      f"in {info.path}?", abort=True)
-    cleared = store.clear()
-    console.print(f"cleared {cleared.entries} feature file(s), {cleared.bytes / 1e6:.1f} MB", highlight=False)
+        click.confirm(f"Delete {what} ({info.bytes / 1e6:.1f} MB) in {info.path}?", abort=True)
+    store.clear()
+    console.print(f"cleared {what}, {info.bytes / 1e6:.1f} MB", highlight=False)

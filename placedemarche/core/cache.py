@@ -2,20 +2,23 @@
 
 The key hashes the plugin's class and name, its ``get_params()``, and a fingerprint of the
 exact inputs (the texts themselves, or the bytes of every image), so a changed image, text,
-parameter or row order never returns stale features. Files are written atomically.
+parameter or row order never returns stale features. Files are written atomically, and an
+entry is only trusted when its data matches the sha256 recorded in its metadata.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from .files import atomic_writer
 
 CACHE_FORMAT = 1
 
@@ -85,63 +88,131 @@ class CacheInfo:
     path: Path
     entries: int
     bytes: int
+    damaged: int = 0  # counted only by ``info(verify=True)``
+    temp_files: int = 0
+
+
+#: The data file of an entry, by storage format.
+DATA_SUFFIXES = {"dense": ".npy", "sparse": ".npz"}
+#: Version of the metadata written beside each data file; other versions load as missing.
+ENTRY_VERSION = 2
+
+
+def _is_temp(path: Path) -> bool:
+    # atomic_writer names its temporary files ".<name>.<random>.tmp"; the previous version
+    # used ".tmp-<random>.npy": both start with a dot, which cache entries never do
+    return path.name.startswith(".")
 
 
 class FeatureCache:
-    """Feature matrices on disk under ``root`` (``PM_CACHE_DIR`` or the user cache dir)."""
+    """Arrays on disk under ``root`` (``PM_CACHE_DIR`` or the user cache dir).
+
+    An entry is a data file (``<key>.npy`` for a dense array, ``<key>.npz`` for a sparse
+    matrix) and ``<key>.json``, written after it, holding the data file's sha256, the array's
+    shape and dtype, and the caller's ``meta``. An entry whose metadata is missing, damaged
+    or of another version, or whose data does not match it (a truncated copy, a flipped
+    bit, a crash between the two writes), loads as missing: the caller recomputes and saves
+    over it. Any array works, so other kinds of entries (e.g. 2-D embeddings) can share it.
+
+    Usage::
+
+        cache = FeatureCache()
+        cache.save(key, matrix, meta={"plugin": "tfidf"})
+        matrix = cache.load(key)  # None when absent or damaged
+    """
 
     def __init__(self, root: str | os.PathLike | None = None):
         self.root = Path(root).expanduser() if root else default_cache_dir()
 
-    def _paths(self, key: str) -> tuple[Path, Path]:
-        base = self.root / key[:2] / key
-        return base.with_suffix(".npy"), base.with_suffix(".npz")
+    def _base(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def _read_verified(self, key: str) -> tuple[bytes, dict] | None:
+        """The data file's bytes and the entry's metadata, if they agree; else None."""
+        base = self._base(key)
+        try:
+            entry = json.loads(base.with_suffix(".json").read_text(encoding="utf-8"))
+            if entry["version"] != ENTRY_VERSION:
+                return None
+            data = base.with_suffix(DATA_SUFFIXES[entry["format"]]).read_bytes()
+            expected = entry["sha256"]
+        # absent or unreadable files, text that is not JSON (ValueError), JSON that is not
+        # an entry's metadata (KeyError, TypeError): all mean the entry is not usable
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if hashlib.sha256(data).hexdigest() != expected:
+            return None
+        return data, entry
 
     def load(self, key: str):
-        dense, sparse = self._paths(key)
+        """The array saved under ``key``, or None when there is none or it is damaged."""
+        verified = self._read_verified(key)
+        if verified is None:
+            return None
+        data, entry = verified
         try:
-            if dense.is_file():
-                return np.load(dense, allow_pickle=False)
-            if sparse.is_file():
+            if entry["format"] == "sparse":
                 import scipy.sparse
 
-                return scipy.sparse.load_npz(sparse)
-        except (OSError, ValueError, EOFError):
-            return None  # a damaged entry is recomputed and overwritten
-        return None
+                array = scipy.sparse.load_npz(io.BytesIO(data))
+            else:
+                array = np.load(io.BytesIO(data), allow_pickle=False)
+        # The bytes are those save() wrote, yet decoding can still fail (a file from another
+        # numpy/scipy version, a hand-edited entry) with any of BadZipFile, ValueError,
+        # KeyError, EOFError, OSError, UnpicklingError...: recomputing is the remedy for each.
+        except Exception:
+            return None
+        if list(array.shape) != entry["shape"] or str(array.dtype) != entry["dtype"]:
+            return None
+        return array
 
-    def save(self, key: str, features, meta: dict | None = None) -> Path:
+    def save(self, key: str, array, meta: dict | None = None) -> Path:
+        """Store ``array`` (numpy array or scipy sparse matrix) under ``key``; returns the data file."""
         import scipy.sparse
 
-        dense, sparse = self._paths(key)
-        dense.parent.mkdir(parents=True, exist_ok=True)
-        target = sparse if scipy.sparse.issparse(features) else dense
-        fd, tmp = tempfile.mkstemp(dir=dense.parent, prefix=".tmp-", suffix=target.suffix)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                if scipy.sparse.issparse(features):
-                    scipy.sparse.save_npz(handle, features.tocsr())
-                else:
-                    np.save(handle, np.asarray(features), allow_pickle=False)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        if meta is not None:
-            target.with_suffix(".json").write_text(json.dumps(_jsonable(meta), indent=2))
+        buffer = io.BytesIO()
+        if scipy.sparse.issparse(array):
+            array, storage = array.tocsr(), "sparse"
+            scipy.sparse.save_npz(buffer, array)
+        else:
+            array, storage = np.asarray(array), "dense"
+            np.save(buffer, array, allow_pickle=False)
+        data = buffer.getvalue()  # hashed as written, not read back after a concurrent writer
+        base = self._base(key)
+        target = base.with_suffix(DATA_SUFFIXES[storage])
+        with atomic_writer(target) as handle:
+            handle.write(data)
+        for other in set(DATA_SUFFIXES.values()) - {target.suffix}:
+            base.with_suffix(other).unlink(missing_ok=True)  # the same key saved in the other format
+        entry = {"version": ENTRY_VERSION, "format": storage, "sha256": hashlib.sha256(data).hexdigest(),
+                 "shape": list(array.shape), "dtype": str(array.dtype), "meta": _jsonable(meta or {})}
+        # last, so that the entry only becomes valid once its data is complete
+        with atomic_writer(base.with_suffix(".json"), "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, indent=2))
         return target
 
-    def info(self) -> CacheInfo:
-        files = [p for p in self.root.rglob("*") if p.is_file()] if self.root.is_dir() else []
-        entries = sum(1 for p in files if p.suffix in (".npy", ".npz"))
-        return CacheInfo(self.root, entries, sum(p.stat().st_size for p in files))
+    def _files(self) -> list[Path]:
+        return [p for p in self.root.rglob("*") if p.is_file()] if self.root.is_dir() else []
+
+    def info(self, verify: bool = False) -> CacheInfo:
+        """What the cache holds; ``verify`` also checks every entry's checksum (reads it all)."""
+        files = self._files()
+        data = [p for p in files if p.suffix in DATA_SUFFIXES.values() and not _is_temp(p)]
+        damaged = 0
+        if verify:
+            for path in data:
+                verified = self._read_verified(path.stem)
+                if verified is None or DATA_SUFFIXES[verified[1]["format"]] != path.suffix:
+                    damaged += 1
+        return CacheInfo(self.root, len(data), sum(p.stat().st_size for p in files), damaged,
+                         sum(1 for p in files if _is_temp(p)))
 
     def clear(self) -> CacheInfo:
-        """Delete every cached feature file; returns what was there."""
+        """Delete every entry and temporary file left by an interrupted write; returns what was there."""
         before = self.info()
         if self.root.is_dir():
             for p in sorted(self.root.rglob("*"), reverse=True):
-                if p.is_file() and (p.suffix in (".npy", ".npz", ".json") or p.name.startswith(".tmp-")):
+                if p.is_file() and (p.suffix in (*DATA_SUFFIXES.values(), ".json") or _is_temp(p)):
                     p.unlink()
                 elif p.is_dir() and not any(p.iterdir()):
                     p.rmdir()

@@ -3,19 +3,101 @@
 Images are decoded by OpenCV in a thread pool (OpenCV releases the GIL), so decoding overlaps
 with inference; at most ``prefetch`` batches are in flight, so memory stays bounded whatever
 the catalogue size.
+
+Images declaring more pixels than ``pixel_limit()`` (decompression bombs: a 50 kB PNG can
+declare 20000×20000 pixels, 1.2 GB once decoded in colour) are refused from their header,
+before anything decodes them: OpenCV's own limit (``CV_IO_MAX_IMAGE_PIXELS``, 2**30 by
+default) is far higher than Pillow's.
 """
 
 from __future__ import annotations
 
 import os
+import struct
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 
 from .errors import ImageReadError
+
+if TYPE_CHECKING:
+    from PIL import Image as PILImage
+
+
+def pixel_limit() -> int | None:
+    """Most pixels an image may declare: Pillow's decompression-bomb error threshold,
+    ``2 * PIL.Image.MAX_IMAGE_PIXELS`` (178,956,970 by default), None when that is disabled.
+
+    Between 1× and 2× ``MAX_IMAGE_PIXELS`` Pillow only warns and still decodes, so such images
+    (large camera photos) are accepted here too, without the warning.
+    """
+    from PIL import Image
+
+    return None if Image.MAX_IMAGE_PIXELS is None else 2 * Image.MAX_IMAGE_PIXELS
+
+
+def too_large(size: tuple[int, int]) -> str | None:
+    """'image too large (W×H pixels, limit N)' when ``size`` is past ``pixel_limit()``, else None."""
+    limit = pixel_limit()
+    width, height = size
+    if limit is not None and width * height > limit:
+        return f"image too large ({width}×{height} pixels, limit {limit})"
+    return None
+
+
+@contextmanager
+def open_image(path: str | os.PathLike) -> Iterator["PILImage.Image"]:
+    """Open ``path`` with Pillow like ``Image.open`` (header read, pixels on demand), without
+    Pillow's decompression-bomb check: callers check ``too_large(image.size)`` themselves.
+
+    ``Image.open``'s check cannot be used: its error says the pixel count but not the size,
+    and between 1× and 2× its limit it warns through the process-wide warnings filters, which
+    the decoding threads cannot silence locally (``warnings.catch_warnings`` is not
+    thread-safe). So this tries the registered format plugins itself, as ``Image.open`` does.
+    Raises ``UnidentifiedImageError`` when no plugin recognises the file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    with open(path, "rb") as handle:
+        prefix = handle.read(16)
+        tried: set[str] = set()
+        for load_plugins in (Image.preinit, Image.init):  # the common formats first, as Pillow does
+            load_plugins()
+            for fmt in [f for f in Image.ID if f not in tried]:
+                tried.add(fmt)
+                factory, accept = Image.OPEN[fmt]
+                accepted = accept(prefix) if accept else True
+                if not accepted or isinstance(accepted, str):  # a str explains a refusal
+                    continue
+                handle.seek(0)
+                try:
+                    image = factory(handle, str(path))
+                except (SyntaxError, IndexError, TypeError, struct.error):  # not this format after all
+                    continue
+                with image:
+                    yield image
+                return
+        raise UnidentifiedImageError(f"cannot identify image file {str(path)!r}")
+
+
+def check_pixel_count(path: str | os.PathLike, who: str = "") -> None:
+    """Raise ImageReadError (prefixed with ``who``) if the header of ``path`` declares more
+    than ``pixel_limit()`` pixels; files Pillow cannot identify are left to their decoder."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open_image(path) as image:
+            problem = too_large(image.size)
+    except Image.DecompressionBombError:  # a few formats (ICO, DCX...) check their parts themselves
+        problem = f"image too large (more than {pixel_limit()} pixels)"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return
+    if problem:
+        raise ImageReadError(f"{who}{problem}: {path}; downscale it or remove its row from the catalogue")
 
 
 def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
@@ -24,7 +106,13 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
     import cv2
 
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    image = None
+    if data is not None and data.size:
+        check_pixel_count(path)
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        except cv2.error:  # e.g. past CV_IO_MAX_IMAGE_PIXELS when Pillow's limit is disabled
+            image = None
     if image is None and data is not None and data.size:
         image = _decode_with_pil(path)
     if image is None:
@@ -50,7 +138,9 @@ def _decode_with_pil(path) -> np.ndarray | None:
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as im:
+        # open_image rather than Image.open: the size was checked by load_image, and Pillow
+        # would otherwise warn, from this worker thread, about images between 1× and 2× its limit
+        with open_image(path) as im:
             im.seek(0)
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):

@@ -11,6 +11,7 @@ import numpy as np
 
 from placedemarche import ImageExtractor, hookimpl
 from placedemarche.core.errors import CatalogError, ImageReadError, PluginConfigError
+from placedemarche.core.images import check_pixel_count
 from placedemarche.core.progress import task
 
 #: Fewest visual words the vocabulary is shrunk to when there are few descriptors.
@@ -27,7 +28,14 @@ def read_grayscale(path, max_side: int) -> np.ndarray:
 
     # np.fromfile + imdecode rather than imread: imread fails silently on non-ASCII paths.
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data is not None and data.size else None
+    image = None
+    if data is not None and data.size:
+        # OpenCV would decode a 20000×20000 bomb (400 MB) before the downscale below
+        check_pixel_count(path, "sift: ")
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+        except cv2.error:  # e.g. past CV_IO_MAX_IMAGE_PIXELS when Pillow's limit is disabled
+            image = None
     if image is None:
         raise ImageReadError(f"sift: cannot decode image {path}: the file is missing, empty or "
                              "corrupt; replace or remove it")
