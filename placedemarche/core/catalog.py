@@ -217,7 +217,8 @@ def summarise_problems(found: Sequence[RowProblem], top: int = 3) -> str:
 
 
 def image_problem(path: Path | None, *, check_decode: bool = True) -> str | None:
-    """Why an image cannot be used, or None. Decoding is checked from the file's structure."""
+    """Why an image cannot be used, or None. Decoding is checked from the file's structure,
+    and the size from its header: a decompression bomb is "too large", never decoded."""
     if path is None:
         return "no image given"
     if not path.is_file():
@@ -227,9 +228,18 @@ def image_problem(path: Path | None, *, check_decode: bool = True) -> str | None
     if check_decode:
         from PIL import Image, UnidentifiedImageError
 
+        from .images import open_image, pixel_limit, too_large
+
         try:
-            with Image.open(path) as im:
+            # open_image, not Image.open: Pillow's own check would raise without the size, or
+            # warn between 1× and 2× its limit (this runs in the download threads too)
+            with open_image(path) as im:
+                problem = too_large(im.size)
+                if problem:
+                    return f"{problem}: {path}"
                 im.verify()
+        except Image.DecompressionBombError:  # a few formats (ICO, DCX...) check their parts themselves
+            return f"image too large (more than {pixel_limit()} pixels): {path}"
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             return f"image file cannot be decoded ({type(exc).__name__}): {path}"
     return None
