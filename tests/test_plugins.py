@@ -75,6 +75,26 @@ def test_aliases_resolve():
     assert plugins.get_plugin_class("text", "tf-idf").name == "tfidf"
 
 
+def test_an_alias_cannot_take_another_plugins_name(install_distribution):
+    install_distribution("alias-thief", "alias_thief_mod", """
+        from placedemarche import TextExtractor, hookimpl
+
+        class Thief(TextExtractor):
+            name = "thief"
+            description = "test"
+            aliases = ("tfidf", "tf-idf", "robber")
+
+        @hookimpl
+        def register_text_extractors(register):
+            register(Thief)
+        """)
+    assert plugins.get_plugin_class("text", "tfidf").__name__ == "TfidfExtractor"
+    assert plugins.get_plugin_class("text", "tf-idf").__name__ == "TfidfExtractor"
+    assert plugins.get_plugin_class("text", "robber").__name__ == "Thief"
+    errors = [f.error for f in plugins.plugin_failures() if f.plugin == "alias-thief"]
+    assert any("alias 'tfidf' of 'thief'" in e and "placedemarche" in e for e in errors), errors
+
+
 def test_bad_parameters_are_reported():
     with pytest.raises(PluginConfigError, match="no parameter 'max_featurez'.*max_features"):
         plugins.create_plugin("text", "tfidf:max_featurez=10")
@@ -88,11 +108,36 @@ def test_spec_parsing_keeps_tuples_and_strings():
     assert params == {"ngram_range": (1, 2), "min_df": 3, "weights": "/a/b.h5", "x": None}
 
 
-def test_missing_dependency_names_the_extra():
+def test_missing_dependency_names_the_extra(monkeypatch):
+    bert = plugins.get_plugin_class("text", "bert")
+    monkeypatch.setattr(bert, "missing_dependencies", classmethod(lambda cls: ["torch"]))
+    assert bert.install_hint() == 'pip install "placedemarche[torch]"'
+    with pytest.raises(MissingDependencyError, match=r'needs torch: pip install "placedemarche\[torch\]"'):
+        bert.require()
+    # No package registered this class, so its extra belongs to no known package.
     assert not NeedsMissingLib.is_available()
-    assert NeedsMissingLib.install_hint() == 'pip install "placedemarche[nothing]"'
+    assert NeedsMissingLib.install_hint() == "pip install placedemarche_no_such_module"
     with pytest.raises(MissingDependencyError, match=r"needs placedemarche_no_such_module: pip install"):
         NeedsMissingLib.require()
+
+
+def test_hint_without_extra_names_distributions_not_import_names(monkeypatch):
+    class NeedsLibraries(TextExtractor):
+        name = "needs-libraries"
+        requires = ("sklearn", "cv2", "PIL", "yaml", "sklearn.cluster", "placedemarche_no_such_module")
+
+    monkeypatch.setattr(NeedsLibraries, "missing_dependencies", classmethod(lambda cls: list(cls.requires)))
+    # Case-insensitive: installed distributions keep their own spelling (PyYAML), as pip does.
+    assert NeedsLibraries.install_hint().lower() == (
+        "pip install scikit-learn opencv-python-headless pillow pyyaml placedemarche_no_such_module")
+
+
+def test_pip_name_knows_common_packages_that_are_not_installed(monkeypatch):
+    from placedemarche.core import base
+
+    monkeypatch.setattr(base, "_installed_distributions", lambda: {})
+    assert [base.pip_name(m) for m in ("cv2", "sklearn", "PIL", "yaml", "umap", "gensim")] == [
+        "opencv-python-headless", "scikit-learn", "pillow", "pyyaml", "umap-learn", "gensim"]
 
 
 def test_sklearn_clone_and_pipeline_accept_extractors():
@@ -196,6 +241,59 @@ def test_third_party_cannot_replace_a_builtin(install_distribution):
         """)
     assert plugins.available_plugins("text")["tfidf"].provider == "placedemarche"
     assert any("already provided by placedemarche" in f.error for f in plugins.plugin_failures())
+
+
+def test_third_party_hint_names_the_providing_distribution(install_distribution):
+    install_distribution("acme-plugins", "acme_plugins_mod", """
+        from placedemarche import TextExtractor, hookimpl
+
+        class GpuText(TextExtractor):
+            name = "gpu-text"
+            description = "test"
+            requires = ("acme_no_such_module",)
+            extra = "gpu"
+
+        @hookimpl
+        def register_text_extractors(register):
+            register(GpuText)
+        """)
+    cls = plugins.get_plugin_class("text", "gpu-text")
+    assert cls.install_hint() == 'pip install "acme-plugins[gpu]"'
+    with pytest.raises(MissingDependencyError, match=r'pip install "acme-plugins\[gpu\]"'):
+        plugins.create_plugin("text", "gpu-text")
+    listed = CliRunner().invoke(cli, ["list-extractors"])
+    assert 'pip install "acme-plugins[gpu]"' in listed.output, listed.output
+
+
+def test_pm_plugins_prints_errors_verbatim(install_distribution):
+    install_distribution("bracket-plugin", "bracket_plugin_mod",
+                         "raise ImportError('install it with pip install \"bracket-plugin[gpu]\"')\n")
+    shown = CliRunner().invoke(cli, ["plugins"])
+    assert shown.exit_code == 0, shown.output
+    assert 'bracket-plugin[gpu]' in shown.output, shown.output
+
+
+def test_check_specs_reports_every_problem_at_once(monkeypatch):
+    for kind, name in (("text", "use"), ("image", "nasnet")):
+        monkeypatch.setattr(plugins.get_plugin_class(kind, name), "missing_dependencies",
+                            classmethod(lambda cls: ["tensorflow"]))
+    plugins.check_specs({"text": ["tfidf", "bow:min_df=1"], "image": ["sift"], "reducer": ["pca"]})
+    with pytest.raises(MissingDependencyError) as err:
+        plugins.check_specs({"text": ["use", "use"], "image": ["nasnet"]})
+    message = str(err.value)
+    assert message.startswith("2 problems with the requested plugins: ")
+    assert "plugin 'use' needs tensorflow" in message and "plugin 'nasnetmobile' needs tensorflow" in message
+    with pytest.raises(PluginConfigError) as err:
+        plugins.check_specs({"text": ["use", "tfidff", "tfidf:oops", "bow:max_featurez=2"],
+                             "image": ["sift:vocabulary=(", ":x=1"]})
+    message = str(err.value)
+    assert message.startswith("6 problems") and "\n" not in message
+    for expected in ("plugin 'use' needs", "unknown text extractor 'tfidff'", "cannot read parameter 'oops'",
+                     "no parameter 'max_featurez'", "no parameter 'vocabulary'", "empty plugin name"):
+        assert expected in message, message
+    # One problem keeps its own class and message.
+    with pytest.raises(UnknownPluginError, match="^unknown image extractor 'sfit'"):
+        plugins.check_specs({"image": ["sfit"]})
 
 
 def test_example_third_party_package_is_installed_and_listed():

@@ -54,10 +54,12 @@ def evaluate(text, image, text_field, reducer, cluster_on, clusters, seeds, text
     from ..core.cache import FeatureCache
     from ..core.errors import PlaceDeMarcheError
     from ..core.evaluate import EvaluationConfig, evaluate_combinations
+    from ..core.plugins import check_specs
     from .render import console, err_console, progress_bars
 
     if not text and not image:
         raise PlaceDeMarcheError("nothing to evaluate: give --text and/or --image (see pm list-extractors)")
+    check_specs({"text": text, "image": image, "reducer": [reducer]})  # all problems at once, before loading data
     config = EvaluationConfig(
         reducer=reducer, cluster_on=tuple(cluster_on) or ("raw", "reduced", "tsne"),
         n_clusters=clusters, seeds=tuple(range(seeds)), text_field=text_field, scale=scale,

@@ -16,9 +16,12 @@ class PmGroup(click.Group):
         try:
             return super().invoke(ctx)
         except PlaceDeMarcheError as exc:
+            from rich.markup import escape
+
             from .render import err_console
 
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # Messages hold install hints such as placedemarche[torch]: not rich markup.
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(1)
         except KeyboardInterrupt:
             from .render import err_console
@@ -28,11 +31,15 @@ class PmGroup(click.Group):
 
 
 @click.group(cls=PmGroup)
+@click.option("--verbose", is_flag=True,
+              help="Show TensorFlow's start-up logs and the pkg_resources deprecation warning (hidden by default).")
 @click.version_option(package_name="placedemarche")
-def cli():
+def cli(verbose):
     """placedemarche: do products group by category on their text and images?"""
-    from .render import show_warnings_as_lines
+    from .render import quiet_libraries, show_warnings_as_lines
 
+    # Before any command runs, so before anything can import TensorFlow.
+    quiet_libraries(verbose)
     show_warnings_as_lines()
 
 

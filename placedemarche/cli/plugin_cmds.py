@@ -29,6 +29,7 @@ def _plugin_rows(kinds: tuple[str, ...]) -> list[dict]:
 
 def _render_plugins(rows: list[dict], title: str) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     from .render import console
 
@@ -38,13 +39,17 @@ def _render_plugins(rows: list[dict], title: str) -> None:
         table.add_column(column)
     for row in rows:
         name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
-        status = "[green]available[/]" if row["available"] else f"[yellow]{row['install']}[/]"
-        table.add_row(name, row["kind"], row["description"], row["provider"], status)
+        # Text, not markup: hints read `pip install "placedemarche[torch]"`, and plugin
+        # names and descriptions come from third-party packages.
+        status = Text("available", style="green") if row["available"] else Text(row["install"], style="yellow")
+        table.add_row(Text(name), row["kind"], Text(row["description"]), Text(row["provider"]), status)
     console.print(table)
     _print_failure_hint()
 
 
 def _print_failure_hint() -> None:
+    from rich.markup import escape
+
     from ..core.plugins import plugin_failures
     from .render import err_console
 
@@ -52,7 +57,7 @@ def _print_failure_hint() -> None:
     if failures:
         err_console.print(
             f"[yellow]{len(failures)} plugin(s) failed to load:[/] "
-            + ", ".join(f.plugin for f in failures) + " (details: pm plugins)", highlight=False)
+            + escape(", ".join(f.plugin for f in failures)) + " (details: pm plugins)", highlight=False)
 
 
 @click.command("list-extractors")
@@ -92,6 +97,7 @@ def plugins(as_json):
                               indent=2))
         return
     from rich.table import Table
+    from rich.text import Text
 
     from .render import console
 
@@ -100,12 +106,13 @@ def plugins(as_json):
         table.add_column(column)
     for row in loaded:
         provider = row["provider"] + (f" {row['version']}" if row["version"] else "")
-        table.add_row(row["name"], provider, ", ".join(row["hooks"]))
+        table.add_row(Text(row["name"]), Text(provider), ", ".join(row["hooks"]))
     console.print(table)
     if failures:
         failed = Table(title="Failed to load", title_style="bold red")
         failed.add_column("plugin")
         failed.add_column("error")
         for f in failures:
-            failed.add_row(f.plugin, f.error)
+            # Errors quote code and hints ("No module named 'x'", "[torch]"): not markup.
+            failed.add_row(Text(f.plugin), Text(f.error))
         console.print(failed)

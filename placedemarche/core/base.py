@@ -9,11 +9,44 @@ below implement the estimator protocol scikit-learn relies on (``get_params``,
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
+from importlib import metadata
 from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
 from .errors import MissingDependencyError, PluginConfigError
+
+
+#: Import names whose PyPI distribution is named differently. Consulted after the
+#: environment's metadata, which only knows the distributions that are installed.
+KNOWN_DISTRIBUTIONS = {
+    "cv2": "opencv-python-headless",
+    "sklearn": "scikit-learn",
+    "PIL": "pillow",
+    "yaml": "pyyaml",
+    "skimage": "scikit-image",
+    "umap": "umap-learn",
+    "sentence_transformers": "sentence-transformers",
+    "tensorflow_hub": "tensorflow-hub",
+    "bs4": "beautifulsoup4",
+    "dateutil": "python-dateutil",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _installed_distributions() -> dict[str, list[str]]:
+    # Scans every installed distribution's metadata: only done when a hint is needed.
+    return metadata.packages_distributions()
+
+
+def pip_name(module: str) -> str:
+    """The distribution to ``pip install`` for an import name (``sklearn`` -> ``scikit-learn``)."""
+    top = module.partition(".")[0]
+    installed = _installed_distributions().get(top)
+    if installed:
+        return installed[0]
+    return KNOWN_DISTRIBUTIONS.get(top, top)
 
 
 class PluginBase:
@@ -21,8 +54,10 @@ class PluginBase:
 
     Subclasses set ``name`` (unique within their kind), ``description`` (one line),
     ``requires`` (importable module names, checked without importing them) and ``extra``
-    (the ``placedemarche[...]`` pip extra that provides them). Configuration is passed to
-    ``__init__`` as keyword arguments with defaults and stored under the same names.
+    (the pip extra, of the package providing the plugin, that installs them; without one,
+    the install hint names the distributions of the missing modules). ``aliases`` are other
+    names the plugin can be looked up by. Configuration is passed to ``__init__`` as keyword
+    arguments with defaults and stored under the same names.
     ``transient`` names attributes (loaded networks, sessions) that are rebuilt on demand
     and left out when the plugin is pickled, e.g. inside a saved classifier.
     """
@@ -57,9 +92,16 @@ class PluginBase:
 
     @classmethod
     def install_hint(cls) -> str:
+        """The pip command that installs what is missing: the providing package's extra
+        (``pip install "theirpackage[gpu]"``), else the distributions of the missing modules."""
         if cls.extra:
-            return f'pip install "placedemarche[{cls.extra}]"'
-        return "pip install " + " ".join(cls.missing_dependencies())
+            # Lazy import: the plugin manager imports this module.
+            from .plugins import providing_distribution
+
+            distribution = providing_distribution(cls)
+            if distribution:
+                return f'pip install "{distribution}[{cls.extra}]"'
+        return "pip install " + " ".join(dict.fromkeys(pip_name(m) for m in cls.missing_dependencies()))
 
     @classmethod
     def require(cls) -> None:
@@ -118,8 +160,8 @@ class PluginBase:
         return f"{type(self).__name__}({', '.join(changed)})"
 
     @classmethod
-    def create(cls, **params: Any):
-        """Instantiate with a clear error for unknown parameters (used by name lookups)."""
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Raise a PluginConfigError naming the parameters ``__init__`` does not accept."""
         valid = cls._get_param_names()
         unknown = sorted(set(params) - set(valid))
         if unknown:
@@ -127,6 +169,11 @@ class PluginBase:
                 f"plugin '{cls.name}' has no parameter {', '.join(map(repr, unknown))}; "
                 f"valid parameters: {', '.join(valid) or '(none)'}"
             )
+
+    @classmethod
+    def create(cls, **params: Any):
+        """Instantiate with a clear error for unknown parameters (used by name lookups)."""
+        cls.check_params(params)
         return cls(**params)
 
 

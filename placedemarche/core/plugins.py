@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 import importlib
 import os
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import pluggy
 
 from . import hookspecs
 from .base import PluginBase
-from .errors import PluginConfigError, UnknownPluginError
+from .errors import PlaceDeMarcheError, PluginConfigError, UnknownPluginError
 
 ENTRY_POINT_GROUP = "placedemarche"
 
@@ -62,16 +63,19 @@ class PluginFailure:
 
 @dataclass(frozen=True)
 class RegisteredPlugin:
-    """A plugin class and the package that provides it."""
+    """A plugin class, the package that provides it, and that package's installed
+    distribution when there is one (None for plugins registered at run time)."""
 
     cls: type[PluginBase]
     provider: str
+    distribution: str | None = None
 
 
 @dataclass
 class _State:
     manager: pluggy.PluginManager | None = None
-    providers: dict[str, str] = field(default_factory=dict)  # plugin name -> distribution
+    providers: dict[str, str] = field(default_factory=dict)  # plugin name -> provider shown
+    distributions: dict[str, str] = field(default_factory=dict)  # plugin name -> distribution
     failures: list[PluginFailure] = field(default_factory=list)
     registries: dict[str, dict[str, RegisteredPlugin]] = field(default_factory=dict)
     aliases: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -102,6 +106,7 @@ def _load_builtins(manager: pluggy.PluginManager) -> None:
             module = importlib.import_module(module_name)
             manager.register(module, name=module_name)
             _state.providers[module_name] = "placedemarche"
+            _state.distributions[module_name] = "placedemarche"
         except Exception as exc:  # a broken built-in is reported like any plugin
             _state.failures.append(PluginFailure(module_name, _one_line(exc)))
 
@@ -118,6 +123,8 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
             plugin = ep.load()
             manager.register(plugin, name=ep.name)
             _state.providers[ep.name] = ep.dist.name if ep.dist else ep.value
+            if ep.dist:
+                _state.distributions[ep.name] = ep.dist.name
         except Exception as exc:
             _state.failures.append(PluginFailure(ep.name, _one_line(exc)))
 
@@ -135,6 +142,7 @@ def register_plugin(plugin: Any, name: str | None = None, provider: str = "(regi
 def unregister_plugin(name: str) -> None:
     get_plugin_manager().unregister(name=name)
     _state.providers.pop(name, None)
+    _state.distributions.pop(name, None)
     _state.registries.clear()
     _state.aliases.clear()
 
@@ -174,9 +182,17 @@ def _collect(kind: str) -> None:
                     impl.plugin_name,
                     f"{human} '{cls.name}' is already provided by {owner.provider}; ignored"))
                 continue
-            registry[cls.name] = RegisteredPlugin(cls, provider)
+            registry[cls.name] = RegisteredPlugin(cls, provider, _state.distributions.get(impl.plugin_name))
             for alias in cls.aliases:
-                aliases.setdefault(alias, cls.name)
+                # Lookups try aliases first: an alias equal to another plugin's name would
+                # hijack it, so names and earlier aliases win.
+                taken = registry.get(alias) or (registry[aliases[alias]] if alias in aliases else None)
+                if taken is not None and taken.cls is not cls:
+                    _state.failures.append(PluginFailure(
+                        impl.plugin_name, f"{human} alias '{alias}' of '{cls.name}' is already taken by "
+                                          f"'{taken.cls.name}' of {taken.provider}; ignored"))
+                elif alias != cls.name:
+                    aliases[alias] = cls.name
     _state.registries[kind] = registry
     _state.aliases[kind] = aliases
 
@@ -188,6 +204,17 @@ def available_plugins(kind: str) -> dict[str, RegisteredPlugin]:
     if kind not in _state.registries:
         _collect(kind)
     return _state.registries[kind]
+
+
+def providing_distribution(cls: type[PluginBase]) -> str | None:
+    """The distribution whose entry point registered ``cls`` (``placedemarche`` for the
+    built-ins): the package whose extras install the plugin's dependencies."""
+    if cls.kind not in KINDS:
+        return None
+    for entry in available_plugins(cls.kind).values():
+        if entry.cls is cls:
+            return entry.distribution
+    return None
 
 
 def plugin_failures() -> list[PluginFailure]:
@@ -271,6 +298,37 @@ def _split_params(text: str) -> list[str]:
     if current.strip():
         parts.append(current)
     return [p for p in parts if p.strip()]
+
+
+def check_specs(specs: Mapping[str, Iterable[str]]) -> None:
+    """Check every requested plugin before any work starts, and report all problems at once.
+
+    ``specs`` maps a kind to spec strings, e.g. ``{"text": ["use"], "image": ["nasnet"]}``.
+    Each spec must parse, name a registered plugin, have its dependencies installed and use
+    only parameters the plugin accepts. One problem is raised as is; several are joined into
+    one line, raised as their common error class (else :class:`PluginConfigError`), so a run
+    with two missing extras names both instead of failing on the first after loading data.
+    """
+    problems: dict[str, PlaceDeMarcheError] = {}  # by message: a repeated spec reports once
+    for kind, kind_specs in specs.items():
+        for spec in kind_specs:
+            try:
+                name, params = parse_plugin_spec(spec)
+                cls = get_plugin_class(kind, name)
+            except PlaceDeMarcheError as exc:
+                problems.setdefault(str(exc), exc)
+                continue
+            for check in (cls.require, functools.partial(cls.check_params, params)):
+                try:
+                    check()
+                except PlaceDeMarcheError as exc:
+                    problems.setdefault(str(exc), exc)
+    if len(problems) == 1:
+        raise next(iter(problems.values()))
+    if problems:
+        classes = {type(exc) for exc in problems.values()}
+        error = classes.pop() if len(classes) == 1 else PluginConfigError
+        raise error(f"{len(problems)} problems with the requested plugins: " + "; ".join(problems))
 
 
 def create_plugin(kind: str, spec: str, **overrides: Any) -> PluginBase:

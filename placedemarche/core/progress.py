@@ -39,6 +39,12 @@ class Task:
         if self._reporter is not None:
             self._reporter.advance(self._handle, amount)
 
+    def describe(self, description: str) -> None:
+        """Change what the task says it is doing (reporters without ``describe`` ignore it)."""
+        describe = getattr(self._reporter, "describe", None)
+        if describe is not None:
+            describe(self._handle, description)
+
 
 @contextmanager
 def task(description: str, total: float | None = None) -> Iterator[Task]:

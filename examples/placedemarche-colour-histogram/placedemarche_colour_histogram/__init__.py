@@ -21,14 +21,16 @@ class ColourHistogramExtractor(ImageExtractor):
     """
 
     name = "colour-histogram"
-    aliases = ("color-histogram",)
+    aliases = ("color-histogram",)  # `pm evaluate --image color-histogram` finds it too
     description = "HSV colour histogram (example third-party plugin)"
-    requires = ("cv2",)
+    # No `requires`: cv2 is one of placedemarche's own dependencies, so it is always there.
 
     def __init__(self, bins: tuple[int, int, int] = (8, 4, 4)):
         self.bins = bins
 
     def transform(self, X):
+        # A no-op while `requires` is empty; a copy that adds a dependency fails cleanly here.
+        self.require()
         import cv2
 
         rows = []
@@ -63,6 +65,7 @@ class CharNgramExtractor(TextExtractor):
         self.n_features = n_features
 
     def transform(self, X):
+        self.require()
         from sklearn.feature_extraction.text import HashingVectorizer
 
         vectorizer = HashingVectorizer(analyzer="char_wb", ngram_range=tuple(self.ngram_range),
