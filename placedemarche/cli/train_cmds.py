@@ -71,9 +71,11 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     from ..core.cache import FeatureCache
     from ..core.classify import TrainConfig, train as train_model
     from ..core.finetune import FineTuneConfig
+    from ..core.plugins import check_specs
     from .options import load_catalog_from_options
     from .render import console, err_console, progress_bars
 
+    check_specs({"text": text, "image": image})  # all problems at once, before loading data
     tuning = None
     if finetune:
         tuning = FineTuneConfig(backbone=image[0] if len(image) == 1 else "", unfreeze=unfreeze, epochs=epochs,
@@ -98,8 +100,12 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     console.print(f"{len(catalog)} products, {len(result.model.categories)} categories; "
                   f"{len(catalog.dropped)} dropped; final fit {summary['final_fit_seconds']:.1f} s.",
                   highlight=False)
+    if summary.get("fusion_warning"):
+        err_console.print(f"[yellow]{summary['fusion_warning']}[/]", highlight=False)
     console.print(f"Model: {out_dir}/ (predict with: pm predict --model {out_dir} --data NEW.csv)",
                   highlight=False)
+    # the last line, where people look for what to open (written by write_training_report)
+    console.print(f"Report: {out_dir / 'report.html'}", highlight=False, soft_wrap=True)
 
 
 def folds_table(result):
@@ -123,7 +129,9 @@ def folds_table(result):
 
 
 @click.command("predict")
-@click.option("--model", "model_dir", required=True, type=click.Path(), help="Model directory from pm train.")
+@click.option("--model", "model_dir", required=True, type=click.Path(),
+              help="Model directory from pm train. Its model.joblib is a pickle: loading it runs code, so use "
+                   "only models you trust (a checksum in model.json catches damaged or swapped files).")
 @click.option("--data", required=True, type=click.Path(), help="Catalogue CSV (or a directory holding one).")
 @click.option("--out", type=click.Path(dir_okay=False), default="predictions.csv", show_default=True,
               help="Predictions CSV to write.")
@@ -136,14 +144,21 @@ def folds_table(result):
 @click.option("--label-column", help="Column holding the true category (optional: accuracy is reported).")
 @click.option("--image-dir", type=click.Path(file_okay=False),
               help="Directory of the images (default: images/ or Images/ beside the CSV).")
+@click.option("--group", metavar="GROUP",
+              help="Modalities that predict: text, image or text+image (default: the model's, the best in "
+                   "its cross-validation). Products lacking them are predicted from what they have.")
 @click.option("--no-cache", is_flag=True, help="Do not use the feature cache.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def predict(model_dir, data, out, top_k, id_column, name_column, description_column, image_column,
-            label_column, image_dir, no_cache, no_progress):
+            label_column, image_dir, group, no_cache, no_progress):
     """Predict the category of each product of a catalogue with a trained model.
 
     Products missing their image or their text are predicted from the modality they have;
-    products with neither are kept in the CSV with an empty category and a note.
+    products with neither are kept in the CSV with an empty category and a note. When the
+    fused model scored below text (or image) alone in cross-validation, that group predicts
+    unless --group says otherwise.
+
+    A model directory holds a pickle: loading it runs code. Use only models you trust.
 
     \b
     Example:
@@ -155,12 +170,23 @@ def predict(model_dir, data, out, top_k, id_column, name_column, description_col
     from .render import console, err_console, progress_bars
 
     model = load_model(model_dir)
+    model.resolve_group(group)  # an unknown --group fails before the catalogue is read
     catalog = load_catalog(data, id_column=id_column, name_column=name_column,
                            description_column=description_column, image_column=image_column,
                            label_column=label_column, image_dir=image_dir)
     with progress_bars(not no_progress):
         result = predict_catalog(model, catalog, top_k=top_k, cache=None if no_cache else FeatureCache(),
-                                 out=out)
+                                 out=out, group=group)
+    if result.many_images_missing:
+        hint = "pass --image-dir DIR" if image_dir is None else "check --image-dir"
+        err_console.print(f"[yellow]{result.missing_images} of {len(result.rows)} products' image files were not "
+                          f"found in {result.missing_image_dir}:[/] they were predicted without their image "
+                          f"(see the note column); {hint} if the images are elsewhere", highlight=False,
+                          soft_wrap=True)
+    fused = list(model.config.groups)[-1]
+    if group is None and result.group != fused:
+        err_console.print(f"predicting with {result.group}, the model's best group in cross-validation "
+                          f"(--group {fused} to use the fused model)", highlight=False, soft_wrap=True)
     used = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items()))
     console.print(f"{len(result.rows)} products predicted ({used}) -> {out}", highlight=False)
     if result.counts.get("none"):

@@ -29,12 +29,15 @@ Usage::
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import platform
 import sys
 import time
+import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -60,6 +63,10 @@ NETWORK_FILE = "finetuned.keras"
 
 class ModelError(PlaceDeMarcheError):
     """A saved model directory cannot be used: missing, damaged, or from another version."""
+
+
+class ModelWarning(UserWarning):
+    """A saved model directory is usable but lacks a safeguard (e.g. saved before checksums)."""
 
 
 def _spec_list(value: str | Sequence[str] | None) -> list[str]:
@@ -289,6 +296,22 @@ class ClassifierModel:
     fusion_heads: dict[str, Any] = field(default_factory=dict)  # group -> head (concat fusion)
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    # the group predictions use by default: the best on the folds (None: the fused one)
+    default_group: str | None = None
+
+    @property
+    def group(self) -> str:
+        """The group that predicts by default: the one that scored best in cross-validation
+        (the fused one on a tie, or when the model was trained without folds)."""
+        return self.resolve_group(None)
+
+    def resolve_group(self, group: str | None) -> str:
+        """``group`` checked against the model's groups; None gives the default group."""
+        groups = list(self.config.groups)
+        group = group or self.default_group or groups[-1]  # the last group uses every modality
+        if group not in groups:
+            raise PlaceDeMarcheError(f"this model has no group '{group}': use one of {', '.join(groups)}")
+        return group
 
     @property
     def label_encoder(self):
@@ -315,24 +338,38 @@ class ClassifierModel:
         return Catalog(ids=ids, names=[""] * n, descriptions=[""] * n,
                        image_paths=[None if p is None else Path(p) for p in items])
 
+    def problems(self, catalog: Catalog) -> dict[str, list[str | None]]:
+        """For each modality of the model, why each product's text or image cannot be used
+        (``"no usable text"``, ``"image file not found: PATH"``, ...), None where it can."""
+        out: dict[str, list[str | None]] = {}
+        if "text" in self.config.modalities:
+            out["text"] = [None if t.strip() else "no usable text" for t in catalog.texts(self.config.text_field)]
+        if "image" in self.config.modalities:
+            out["image"] = [image_problem(p) for p in catalog.image_paths]
+        return out
+
     def available(self, catalog: Catalog) -> dict[str, np.ndarray]:
         """For each modality of the model, which products have it usable (non-empty text,
         an image file that decodes)."""
-        out = {}
-        if "text" in self.config.modalities:
-            out["text"] = np.array([bool(t.strip()) for t in catalog.texts(self.config.text_field)],
-                                   dtype=bool)
-        if "image" in self.config.modalities:
-            out["image"] = np.array([image_problem(p) is None for p in catalog.image_paths], dtype=bool)
-        return out
+        return {kind: np.array([p is None for p in reasons], dtype=bool)
+                for kind, reasons in self.problems(catalog).items()}
 
-    def predict_details(self, data, cache: FeatureCache | None = None) -> tuple[np.ndarray, list[str]]:
+    def predict_details(self, data, cache: FeatureCache | None = None,
+                        group: str | None = None) -> tuple[np.ndarray, list[str]]:
         """Probabilities ``(n, n_categories)`` and the modality used for each product
-        (``"text+image"``, ``"text"``, ``"image"`` or ``"none"``: a row of NaN)."""
+        (``"text+image"``, ``"text"``, ``"image"`` or ``"none"``: a row of NaN).
+
+        Products are predicted by ``group`` (default: :attr:`group`); a product lacking
+        every modality of that group is predicted from the modalities it has.
+        """
         catalog = self._as_catalog(data)
         n = len(catalog)
         proba = np.full((n, len(self.categories)), np.nan)
-        has = self.available(catalog)
+        chosen = self.resolve_group(group).split("+")
+        available = self.available(catalog)
+        has_chosen = np.logical_or.reduce([available[k] for k in chosen])
+        # a modality outside the chosen group is used only by products that lack the group's
+        has = {kind: mask & (has_chosen if kind in chosen else ~has_chosen) for kind, mask in available.items()}
         rows = {kind: np.flatnonzero(mask) for kind, mask in has.items()}
         probas: dict[str, np.ndarray] = {}
         features: dict[str, Any] = {}
@@ -364,14 +401,14 @@ class ClassifierModel:
                 used[r] = group
         return proba, used
 
-    def predict_proba(self, data, cache: FeatureCache | None = None) -> np.ndarray:
+    def predict_proba(self, data, cache: FeatureCache | None = None, group: str | None = None) -> np.ndarray:
         """Probabilities per category (columns in ``categories`` order); NaN rows for products
         with no usable modality."""
-        return self.predict_details(data, cache)[0]
+        return self.predict_details(data, cache, group)[0]
 
-    def predict(self, data, cache: FeatureCache | None = None) -> list[str | None]:
+    def predict(self, data, cache: FeatureCache | None = None, group: str | None = None) -> list[str | None]:
         """The predicted category of each product (None where no modality is usable)."""
-        proba = self.predict_proba(data, cache)
+        proba = self.predict_proba(data, cache, group)
         return [None if np.isnan(row).all() else self.categories[int(np.argmax(row))] for row in proba]
 
     def save(self, directory: str | Path) -> Path:
@@ -577,7 +614,8 @@ def train(catalog: Catalog, config: TrainConfig, *, cache: FeatureCache | None =
         block.__dict__.pop("_top", None)
     final_seconds = time.perf_counter() - started
     summary = _summary(config, catalog, categories, y, folds, oof, pre, final_seconds)
-    model = ClassifierModel(config, categories, blocks, fusion, metrics=summary, versions=library_versions())
+    model = ClassifierModel(config, categories, blocks, fusion, metrics=summary, versions=library_versions(),
+                            default_group=summary.get("best_group"))
     result = TrainResult(model, summary, folds)
     if out is not None:
         save_model(model, out)
@@ -626,7 +664,25 @@ def _summary(config, catalog, categories, y, folds, oof, pre, final_seconds) -> 
                        "accuracy_sd": summary["results"][main]["accuracy_sd"],
                        "macro_f1": summary["results"][main]["macro_f1_mean"],
                        "macro_f1_sd": summary["results"][main]["macro_f1_sd"]}
+    summary.update(_best_group(config, summary["results"]))
     return summary
+
+
+def _best_group(config: TrainConfig, results: dict[str, Any]) -> dict[str, str]:
+    """The group ``pm predict`` uses by default: the best mean accuracy on the folds (then
+    macro-F1). A fused group that does worse than one of its modalities is reported rather
+    than used; on a tie the fused group is kept, since it uses everything a product has."""
+    groups = list(config.groups)
+    fused = groups[-1]
+    best = max(groups, key=lambda g: (results[g]["accuracy_mean"], results[g]["macro_f1_mean"], g == fused))
+    out = {"best_group": best}
+    if best != fused:
+        a, b = results[fused], results[best]
+        out["fusion_warning"] = (
+            f"{fused} scored below {best} on the folds (accuracy {a['accuracy_mean']:.3f} ± {a['accuracy_sd']:.3f} "
+            f"vs {b['accuracy_mean']:.3f} ± {b['accuracy_sd']:.3f}): pm predict uses {best} by default "
+            f"(--group {fused} to use the fused model)")
+    return out
 
 
 # -- report files ------------------------------------------------------------------------
@@ -663,7 +719,8 @@ def write_training_report(result: TrainResult, out: Path, y: np.ndarray, oof: di
         atomic_write_text(out / "confusion_matrix.csv", buffer.getvalue())
         plot_confusion(matrix, categories,
                        f"{main}: out-of-fold predictions, {len(result.folds)} folds "
-                       f"(accuracy {summary['mean']['accuracy']:.3f})", out / "confusion_matrix.png")
+                       f"(accuracy {summary['mean']['accuracy']:.3f})", out / "confusion_matrix.png",
+                       xlabel="predicted category")
         files.update(confusion_csv="confusion_matrix.csv", confusion_png="confusion_matrix.png")
         del pred
     if histories or final_history:
@@ -671,6 +728,9 @@ def write_training_report(result: TrainResult, out: Path, y: np.ndarray, oof: di
         atomic_write_text(out / "learning_curves.json",
                           json.dumps({"folds": histories, "final": final_history}, indent=1))
         files.update(learning_curves="learning_curves.png", learning_curves_data="learning_curves.json")
+    from .html_report import write_training_html
+
+    files["html"] = write_training_html(result, out, histories, final_history).name
     summary["files"] = files
     atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
     return files
@@ -720,12 +780,20 @@ def _major_minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def save_model(model: ClassifierModel, directory: str | Path) -> Path:
     """Write the model directory: model.json (config, categories, versions, metrics),
     model.joblib (extractors, scalers, heads, label encoder) and finetuned.keras."""
     import joblib
 
-    from .files import atomic_write_text
+    from .files import atomic_write_text, atomic_writer
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -738,9 +806,8 @@ def save_model(model: ClassifierModel, directory: str | Path) -> Path:
         "fusion_heads": model.fusion_heads,
         "label_encoder": model.label_encoder,
     }
-    tmp = directory / f".{OBJECTS_FILE}.tmp"
-    joblib.dump(objects, tmp)
-    tmp.replace(directory / OBJECTS_FILE)
+    with atomic_writer(directory / OBJECTS_FILE, "wb") as handle:
+        joblib.dump(objects, handle)
     meta = {
         "format": MODEL_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -753,16 +820,80 @@ def save_model(model: ClassifierModel, directory: str | Path) -> Path:
                              "fine_tuned": b.network is not None}
                        for key, b in model.blocks.items()},
         "files": {"objects": OBJECTS_FILE, **({"network": NETWORK_FILE} if networks else {})},
-        "metrics": {k: v for k, v in model.metrics.items() if k in ("mean", "results", "folds", "main")},
+        # checked before unpickling: a damaged or swapped objects file is refused, not run
+        "sha256": {OBJECTS_FILE: _sha256(directory / OBJECTS_FILE)},
+        "default_group": model.group,
+        "metrics": {k: v for k, v in model.metrics.items()
+                    if k in ("mean", "results", "folds", "main", "best_group", "fusion_warning")},
     }
     atomic_write_text(directory / MODEL_FILE, json.dumps(meta, indent=2))
     return directory
 
 
+def _check_meta(meta: dict[str, Any], meta_path: Path) -> None:
+    """model.json has every key, of the right type, before anything relies on it."""
+    redo = "the file was edited or is damaged: restore it or train the model again"
+    for key, kind in (("versions", dict), ("config", dict), ("categories", list), ("files", dict)):
+        if key not in meta:
+            raise ModelError(f"{meta_path} has no '{key}': {redo}")
+        if not isinstance(meta[key], kind):
+            raise ModelError(f"{meta_path}: '{key}' is a {type(meta[key]).__name__}, expected a "
+                             f"{kind.__name__}: {redo}")
+    for package, version in meta["versions"].items():
+        if not isinstance(version, str):
+            raise ModelError(f"{meta_path}: the {package} version is {json.dumps(version)}, expected a string "
+                             f"such as \"1.2.0\": {redo}")
+    if not all(isinstance(name, str) for name in meta["files"].values()):
+        raise ModelError(f"{meta_path}: 'files' must map roles to file names: {redo}")
+    categories = meta["categories"]
+    if not all(isinstance(c, str) for c in categories) or len(set(categories)) != len(categories):
+        raise ModelError(f"{meta_path}: 'categories' must be distinct strings: {redo}")
+    checksums = meta.get("sha256", {})
+    if not isinstance(checksums, dict) or not all(isinstance(v, str) for v in checksums.values()):
+        raise ModelError(f"{meta_path}: 'sha256' must map file names to checksums: {redo}")
+    if not isinstance(meta.get("default_group", ""), (str, type(None))):
+        raise ModelError(f"{meta_path}: 'default_group' must be a string: {redo}")
+
+
+def _check_against_objects(meta: dict[str, Any], meta_path: Path, config: TrainConfig, objects: dict) -> None:
+    """model.json describes the pickled model: same categories (in the label encoder's order,
+    which is the heads' column order) and same extractors. An edited category list would
+    otherwise name every prediction wrongly without an error."""
+    redo = "model.json was edited or belongs to another model: restore it or train the model again"
+    categories = list(meta["categories"])
+    encoder = objects.get("label_encoder")
+    classes = [str(c) for c in encoder.classes_] if encoder is not None else None
+    if classes is not None and classes != categories:
+        extra = [c for c in categories if c not in classes]
+        lost = [c for c in classes if c not in categories]
+        what = (f"lists {extra[0]!r}, unknown to the model" if extra
+                else f"lacks {lost[0]!r}" if lost else "lists them in another order than the model")
+        raise ModelError(f"{meta_path}: its categories do not match the model's ({len(categories)} vs "
+                         f"{len(classes)}; it {what}): {redo}")
+    expected = [key for key, _, _ in config.blocks]
+    if sorted(objects["blocks"]) != sorted(expected):
+        raise ModelError(f"{meta_path}: its extractors ({', '.join(expected)}) do not match the model's "
+                         f"({', '.join(objects['blocks'])}): {redo}")
+    group = meta.get("default_group")
+    if group is not None and group not in config.groups:
+        raise ModelError(f"{meta_path}: default_group '{group}' is not one of the model's groups "
+                         f"({', '.join(config.groups)}): {redo}")
+
+
 def load_model(directory: str | Path) -> ClassifierModel:
-    """Load a model directory written by :func:`save_model`, checking it first: a missing or
-    damaged file, or one written by another placedemarche or scikit-learn major.minor
-    version, raises :class:`ModelError` with one line saying what to do."""
+    """Load a model directory written by :func:`save_model`, checking it first.
+
+    ``model.joblib`` is a joblib (pickle) file, and **loading a pickle runs code**: load only
+    model directories you trust (trained by you or by someone you trust). Its sha256 checksum,
+    recorded in model.json at save time, is checked before unpickling: that catches a damaged
+    or swapped file, not one replaced together with its model.json on purpose.
+
+    A missing or damaged file, a model.json that does not match the model (categories,
+    extractors, a missing key, a version that is not a string), or a model written by another
+    placedemarche or scikit-learn major.minor version raises :class:`ModelError` with one
+    line saying what to do. A model saved before checksums were recorded loads with a
+    :class:`ModelWarning`.
+    """
     directory = Path(directory)
     meta_path = directory / MODEL_FILE
     if not directory.is_dir():
@@ -778,30 +909,47 @@ def load_model(directory: str | Path) -> ClassifierModel:
     if meta.get("format") != MODEL_FORMAT:
         raise ModelError(f"{directory}: model format {meta.get('format')!r}, this placedemarche reads "
                          f"format {MODEL_FORMAT}: train the model again")
-    saved = meta.get("versions") or {}
+    _check_meta(meta, meta_path)
+    try:
+        config = TrainConfig.from_dict(meta["config"])
+        config.check()
+    except (TypeError, ValueError, PlaceDeMarcheError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelError(f"{meta_path}: its config cannot be used ({reason}): the file was edited or is "
+                         "damaged, restore it or train the model again") from None
+    saved = meta["versions"]
     current = library_versions()
     for package in ("placedemarche", "scikit-learn"):
         if package in saved and package in current and _major_minor(saved[package]) != _major_minor(current[package]):
             raise ModelError(
                 f"{directory} was saved with {package} {saved[package]}, this is {current[package]}: "
                 f"retrain it with this version (or install {package}=={saved[package]})")
-    if "network" in meta.get("files", {}) and "keras" in saved and "keras" in current \
+    if "network" in meta["files"] and "keras" in saved and "keras" in current \
             and saved["keras"].split(".")[0] != current["keras"].split(".")[0]:
         raise ModelError(f"{directory} was saved with keras {saved['keras']}, this is {current['keras']}: "
                          "retrain it with this version")
     objects_path = directory / OBJECTS_FILE
     if not objects_path.is_file():
         raise ModelError(f"{directory}: {OBJECTS_FILE} is missing: the model directory is incomplete, train again")
+    expected = meta.get("sha256", {}).get(OBJECTS_FILE)
+    if expected is None:
+        warnings.warn(f"{meta_path} records no checksum of {OBJECTS_FILE} (saved by an older placedemarche): "
+                      "it is loaded unchecked; train the model again to add one", ModelWarning, stacklevel=2)
+    elif _sha256(objects_path) != expected:
+        raise ModelError(f"{objects_path} does not match the checksum in {MODEL_FILE}: the file is damaged "
+                         "or was replaced; train again or restore it")
     import joblib
 
     try:
         objects = joblib.load(objects_path)
         blocks: dict[str, Block] = objects["blocks"]
-        config = TrainConfig.from_dict(meta["config"])
+        if not isinstance(blocks, dict):
+            raise TypeError("blocks is not a dict")
     except Exception as exc:  # unpickling raises anything on a damaged file
         raise ModelError(f"{objects_path} cannot be read ({type(exc).__name__}): the file is damaged, "
                          "train the model again") from None
-    if "network" in meta.get("files", {}):
+    _check_against_objects(meta, meta_path, config, objects)
+    if "network" in meta["files"]:
         network_path = directory / meta["files"]["network"]
         if not network_path.is_file():
             raise ModelError(f"{directory}: {network_path.name} is missing: train the model again")
@@ -815,32 +963,56 @@ def load_model(directory: str | Path) -> ClassifierModel:
     if fusion_heads is None:  # written before several extractors per modality: one text+image head
         fusion_heads = {"text+image": objects["fusion_head"]} if objects.get("fusion_head") is not None else {}
     return ClassifierModel(config, list(meta["categories"]), blocks, fusion_heads,
-                           metrics=meta.get("metrics", {}), versions=saved)
+                           metrics=meta.get("metrics", {}), versions=saved,
+                           default_group=meta.get("default_group"))
 
 
 # -- prediction on a new catalogue ---------------------------------------------------------
+# A few image files not found are left to each row's note; more than this many, or more
+# than this share of the products, usually means the images were looked for in the wrong
+# directory, which the CLI says once.
+MISSING_IMAGES_COUNT = 3
+MISSING_IMAGES_SHARE = 0.05
+
+
 @dataclass
 class PredictionResult:
+    """What :func:`predict_catalog` returns: the rows written to the CSV and what to tell."""
+
     rows: list[dict[str, Any]]
     columns: list[str]
     counts: dict[str, int]  # modality used -> products
     accuracy: float | None = None  # when the catalogue carries true categories
+    group: str = ""  # the group asked for (products lacking its modalities use what they have)
+    missing_images: int = 0  # products whose image file, needed by the model, was not found
+    missing_image_dir: str | None = None  # the directory where most of those were looked for
+
+    @property
+    def many_images_missing(self) -> bool:
+        """More image files not found than a few lost photos explain."""
+        return (self.missing_images > MISSING_IMAGES_COUNT
+                or self.missing_images > MISSING_IMAGES_SHARE * len(self.rows))
 
 
 def predict_catalog(model: ClassifierModel, catalog: Catalog, *, top_k: int = 1,
-                    cache: FeatureCache | None = None, out: str | Path | None = None) -> PredictionResult:
+                    cache: FeatureCache | None = None, out: str | Path | None = None,
+                    group: str | None = None) -> PredictionResult:
     """Predict every product of ``catalog``; write a CSV to ``out`` when given.
 
     Each row has the product id and name, the predicted category and its probability (and
-    the next ``top_k - 1``), and the modality the prediction used. A product with neither a
-    usable text nor a usable image is kept with an empty category and a note saying why.
+    the next ``top_k - 1``), the modality the prediction used, and a note saying why a text
+    or image was not used (``image file not found: /x/y.jpg; predicted from text``). A
+    product with neither a usable text nor a usable image is kept with an empty category.
+    ``group`` picks the group that predicts (default: the model's, the best on its folds).
+    The result counts the image files not found, so a caller can say when many are missing.
     """
     if top_k < 1:
         raise PlaceDeMarcheError(f"--top-k must be 1 or more, got {top_k}")
     if len(catalog) == 0:
         raise PlaceDeMarcheError(f"{catalog.source or 'catalogue'} is empty: nothing to predict")
     top_k = min(top_k, len(model.categories))
-    proba, used = model.predict_details(catalog, cache)
+    group = model.resolve_group(group)
+    proba, used = model.predict_details(catalog, cache, group)
     columns = ["id", "name", "category", "probability", "modality"]
     for k in range(2, top_k + 1):
         columns += [f"category_{k}", f"probability_{k}"]
@@ -848,10 +1020,18 @@ def predict_catalog(model: ClassifierModel, catalog: Catalog, *, top_k: int = 1,
         columns.append("true_category")
     columns.append("note")
     rows = []
-    has = model.available(catalog)
+    problems = model.problems(catalog)
+    not_found: list[Path] = []
     for i in range(len(catalog)):
         row: dict[str, Any] = {"id": catalog.ids[i], "name": catalog.names[i], "modality": used[i]}
-        notes = [f"no usable {kind}" for kind, mask in has.items() if not mask[i]]
+        notes = [reasons[i] for reasons in problems.values() if reasons[i] is not None]
+        if notes:
+            notes.append("nothing to predict from" if used[i] == "none" else f"predicted from {used[i]}")
+        image = problems.get("image", [None] * len(catalog))[i]
+        # an image is needed when the group uses images, or when the product has no text
+        needed = "image" in group.split("+") or problems.get("text", [None] * len(catalog))[i] is not None
+        if image is not None and needed and image.startswith("image file not found"):
+            not_found.append(catalog.image_paths[i])
         if np.isnan(proba[i]).all():
             row.update(category="", probability="")
             for k in range(2, top_k + 1):
@@ -874,7 +1054,9 @@ def predict_catalog(model: ClassifierModel, catalog: Catalog, *, top_k: int = 1,
         scored = [r for r in rows if r["category"] and r["true_category"]]
         if scored:
             accuracy = sum(r["category"] == r["true_category"] for r in scored) / len(scored)
-    result = PredictionResult(rows, columns, counts, accuracy)
+    where = Counter(str(p.parent) for p in not_found).most_common(1)
+    result = PredictionResult(rows, columns, counts, accuracy, group=group, missing_images=len(not_found),
+                              missing_image_dir=where[0][0] if where else None)
     if out is not None:
         from .files import atomic_write_text
 
