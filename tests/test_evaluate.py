@@ -153,7 +153,9 @@ def test_tsne_embeds_dense_features_directly_and_sparse_ones_reduced(tiny_catalo
     real_tsne = evaluate_module._tsne
     monkeypatch.setattr(evaluate_module, "_tsne", lambda X, seed, p: seen.append(X) or real_tsne(X, seed, p))
     catalog = load_catalog(tiny_catalog).validated()
-    config = EvaluationConfig(seeds=(0,), perplexity=5.0, reducer="pca:n_components=2", cluster_on=("tsne",))
+    # n_jobs=1: in this process, where the spy on _tsne is installed
+    config = EvaluationConfig(seeds=(0,), perplexity=5.0, reducer="pca:n_components=2", cluster_on=("tsne",),
+                              n_jobs=1)
 
     def tsne_input_of(text=(), image=(), **changes):
         seen.clear()

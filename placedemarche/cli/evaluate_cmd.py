@@ -34,13 +34,15 @@ from .options import catalog_options, load_catalog_from_options
               help="What t-SNE embeds: the scaled features, the reducer's output, or auto "
                    "(features when all are dense, reduced when one is sparse, e.g. TF-IDF).")
 @click.option("--no-fuse", is_flag=True, help="Do not evaluate text × image combinations.")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="Clustering jobs (run × seed) at once, one per process (default: the CPUs available).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output directory (default: pm-results/evaluate-<time>).")
 @click.option("--no-cache", is_flag=True, help="Recompute features instead of using the cache.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @catalog_options
 def evaluate(text, image, text_field, reducer, cluster_on, clusters, seeds, text_weight, scale, perplexity,
-             tsne_input, no_fuse, out, no_cache, no_progress, **catalog_kwargs):
+             tsne_input, no_fuse, jobs, out, no_cache, no_progress, **catalog_kwargs):
     """Do products of one category group together? Cluster and score feature combinations.
 
     Runs every --text and --image extractor alone and every text × image pair, clusters with
@@ -55,7 +57,8 @@ def evaluate(text, image, text_field, reducer, cluster_on, clusters, seeds, text
     from ..core.errors import PlaceDeMarcheError
     from ..core.evaluate import EvaluationConfig, evaluate_combinations
     from ..core.plugins import check_specs
-    from .render import console, err_console, progress_bars
+    from .options import print_catalog_notes
+    from .render import console, progress_bars
 
     if not text and not image:
         raise PlaceDeMarcheError("nothing to evaluate: give --text and/or --image (see pm list-extractors)")
@@ -63,27 +66,26 @@ def evaluate(text, image, text_field, reducer, cluster_on, clusters, seeds, text
     config = EvaluationConfig(
         reducer=reducer, cluster_on=tuple(cluster_on) or ("raw", "reduced", "tsne"),
         n_clusters=clusters, seeds=tuple(range(seeds)), text_field=text_field, scale=scale,
-        text_weight=text_weight, perplexity=perplexity, tsne_input=tsne_input,
+        text_weight=text_weight, perplexity=perplexity, tsne_input=tsne_input, n_jobs=jobs,
     )
     config.check()
     catalog = load_catalog_from_options({**catalog_kwargs, "text_field": text_field},
                                         text=bool(text), image=bool(image), labels=True)
     out_dir = Path(out) if out else Path("pm-results") / time.strftime("evaluate-%Y%m%d-%H%M%S")
-    if catalog.dropped:
-        err_console.print(f"[yellow]dropped {len(catalog.dropped)} product(s):[/] "
-                          + "; ".join(str(p) for p in catalog.dropped[:3])
-                          + (" ..." if len(catalog.dropped) > 3 else ""), highlight=False)
+    print_catalog_notes(catalog, text_field if text else None, bool(image))
     cache = None if no_cache else FeatureCache()
     with progress_bars(not no_progress):
         report = evaluate_combinations(catalog, text, image, config=config, cache=cache,
                                        fuse=not no_fuse, out=out_dir)
     console.print(results_table(report))
+    used = f"text field '{config.text_field}'" if text else "images only"
     console.print(
-        f"{len(catalog)} products, {len(report.categories)} categories, text field "
-        f"'{config.text_field}', {len(config.seeds)} seed(s); "
-        f"{len(catalog.dropped)} dropped.", highlight=False)
-    console.print(f"Results: {out_dir / 'results.json'}, {out_dir / 'results.csv'}; "
-                  f"plots in {out_dir}/", highlight=False)
+        f"{len(catalog)} products, {len(report.categories)} categories, {used}, "
+        f"{len(config.seeds)} seed(s); {len(catalog.dropped)} dropped.", highlight=False)
+    console.print(f"Results: {out_dir / 'results.json'}, {out_dir / 'results.csv'}, per-product clusters in "
+                  f"{out_dir / 'assignments.csv'}; plots in {out_dir}/", highlight=False, markup=False)
+    # the last line, where people look for what to open
+    console.print(f"Report: {out_dir / 'report.html'}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _ms(run, metric, space):
@@ -95,21 +97,23 @@ def _ms(run, metric, space):
 
 def results_table(report):
     from rich.table import Table
+    from rich.text import Text
 
     spaces = list(report.config.cluster_on)
     main = "tsne" if "tsne" in spaces else spaces[0]
     table = Table(title=f"Clustering vs true categories (ranked by ARI on {main})")
     table.add_column("#", justify="right")
-    table.add_column("features")
+    # Specs wrap instead of being cut ("mobilenet:alpha=0.75 + tfidf:ma…" named nothing).
+    table.add_column("features", overflow="fold", min_width=14, ratio=3)
     for space in spaces:
         table.add_column(f"ARI {space}", justify="right")
-    for column in ("NMI", "silhouette", "matched acc"):
-        table.add_column(f"{column} ({main})", justify="right")
-    table.add_column("features s", justify="right")
+    for column in ("NMI", "silh.", "match acc"):
+        table.add_column(f"{column} {main}", justify="right")
+    table.add_column("features s", justify="right", overflow="fold", ratio=1)
     for rank, run in enumerate(report.runs, start=1):
         feats = ", ".join(f"{v['seconds']:.1f}" + (" (cached)" if v["cached"] else "")
                           for v in run.features.values())
-        table.add_row(str(rank), run.name, *[_ms(run, "ari", s) for s in spaces],
+        table.add_row(str(rank), Text(run.name), *[_ms(run, "ari", s) for s in spaces],
                       _ms(run, "nmi", main), _ms(run, "silhouette", main),
                       _ms(run, "matched_accuracy", main), feats)
     return table

@@ -43,3 +43,28 @@ def load_catalog_from_options(kwargs: dict, *, text: bool, image: bool, labels: 
     )
     return catalog.validated(text=kwargs.pop("text_field", "both") if text else None,
                              image=image, labels=labels, on_missing=kwargs.pop("on_missing"))
+
+
+def print_catalog_notes(catalog, text_field, image: bool) -> None:
+    """Say which columns feed the features, warn about a missing text column, list drops."""
+    from rich.markup import escape
+
+    from ..core.catalog import summarise_problems
+    from .render import err_console
+
+    used = []
+    if text_field:
+        used.append(f"text from {', '.join(catalog.text_columns(text_field)) or 'no column'}")
+        warning = catalog.text_column_warning(text_field)
+        if warning:
+            err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if image:
+        used.append(f"images from column {catalog.columns.get('image')}")
+    if used and catalog.columns:
+        err_console.print(escape(f"{catalog.source}: {'; '.join(used)}"
+                                 f"; category from column {catalog.columns.get('label')}"), highlight=False)
+    if catalog.dropped:
+        err_console.print(f"[yellow]dropped {len(catalog.dropped)} product(s)[/] "
+                          f"({escape(summarise_problems(catalog.dropped))}): "
+                          + escape("; ".join(str(p) for p in catalog.dropped[:3])
+                                   + (" ..." if len(catalog.dropped) > 3 else "")), highlight=False)

@@ -17,7 +17,10 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +34,7 @@ from .errors import PlaceDeMarcheError
 from .features import Features, extract_features, extractor_inputs
 from .metrics import METRICS, matched_confusion, score_clustering
 from .plugins import create_plugin
-from .progress import task
+from .progress import Reporter, reporting, task
 
 Space = Literal["raw", "reduced", "tsne"]
 SPACES: tuple[str, ...] = ("raw", "reduced", "tsne")
@@ -60,6 +63,8 @@ class EvaluationConfig:
             ``auto``: features when every block is dense (pretrained embeddings, word2vec),
             reduced when one is sparse (TF-IDF, bag of words: a 10,000-wide sparse matrix is
             slow to embed, and its SVD is the LSA space that clusters better).
+        n_jobs: (run, seed) clustering jobs run at once, one per process; ``None``: as many
+            as the CPUs this process may use. Results do not depend on it.
     """
 
     reducer: str = "pca:n_components=100"
@@ -71,6 +76,7 @@ class EvaluationConfig:
     text_weight: float = 0.5
     perplexity: float = 30.0
     tsne_input: str = "auto"
+    n_jobs: int | None = None
 
     def check(self) -> None:
         bad = [s for s in self.cluster_on if s not in SPACES]
@@ -86,6 +92,8 @@ class EvaluationConfig:
             raise PlaceDeMarcheError("at least one seed is needed")
         if self.n_clusters is not None and self.n_clusters < 2:
             raise PlaceDeMarcheError(f"need at least 2 clusters, got {self.n_clusters}")
+        if self.n_jobs is not None and self.n_jobs < 1:
+            raise PlaceDeMarcheError(f"n_jobs must be at least 1, got {self.n_jobs}")
 
 
 @dataclass
@@ -95,7 +103,8 @@ class SpaceResult:
     space: str
     dims: int
     per_seed: list[dict[str, float]]
-    confusion: list[list[int]]  # seed 0, true category x matched cluster
+    confusion: list[list[int]]  # first seed, true category x matched cluster
+    seeds: list[int] = field(default_factory=list)
 
     def mean(self, metric: str) -> float:
         values = [s[metric] for s in self.per_seed if not math.isnan(s[metric])]
@@ -116,10 +125,20 @@ class RunResult:
     spaces: dict[str, SpaceResult]
     seconds: float
     features: dict[str, dict[str, Any]] = field(default_factory=dict)
-    map_xy: np.ndarray | None = None  # seed-0 t-SNE map, for plots
-    map_clusters: np.ndarray | None = None
+    map_xy: np.ndarray | None = None  # first seed's t-SNE map, for plots
+    map_clusters: np.ndarray | None = None  # first seed's clusters in the main space
     tsne_input: str = "reduced"  # what t-SNE embedded: "features" or "reduced"
     plots: dict[str, str] = field(default_factory=dict)
+    #: space -> seed -> cluster of each product; seed -> its t-SNE map
+    assignments: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    embeddings: dict[int, np.ndarray] = field(default_factory=dict)
+    map_seed: int = 0
+    tsne_cached: int = 0  # seeds whose t-SNE map came from the cache
+
+    def seed_score(self, metric: str, seed: int, space: str | None = None) -> float:
+        """One seed's score (the map shows one seed's clusters: its own ARI, not the mean)."""
+        res = self.spaces[space or self.main_space]
+        return res.per_seed[res.seeds.index(seed)][metric]
 
     @property
     def main_space(self) -> str:
@@ -153,6 +172,8 @@ class EvaluationReport:
                     "image": run.image,
                     "seconds": round(run.seconds, 3),
                     "tsne_input": run.tsne_input,
+                    "map_seed": run.map_seed,
+                    "tsne_maps_from_cache": run.tsne_cached,
                     "features": run.features,
                     "plots": run.plots,
                     "spaces": {
@@ -244,13 +265,22 @@ def evaluate_combinations(
     cache: FeatureCache | None = None,
     fuse: bool = True,
     out: str | Path | None = None,
+    progress: Reporter | None = None,
 ) -> EvaluationReport:
     """Cluster and score every text, image and (if ``fuse``) text x image combination.
 
     ``text`` and ``image`` are plugin specs (``"tfidf"``, ``"mobilenet:alpha=0.75"``). The
-    catalogue must be labelled and already validated for the modalities asked. When ``out``
-    is given, results.json, results.csv and PNG plots are written there.
+    catalogue must be labelled; rows unusable for the modalities asked are dropped first
+    (:meth:`Catalog.validated`), so a missing image is a listed row, not an error half-way.
+    With a ``cache``, features and t-SNE maps are reused across runs. When ``out`` is given,
+    results.json, results.csv, assignments.csv, PNG plots and report.html are written there.
+    ``progress`` receives the progress of each step (see :mod:`placedemarche.core.progress`;
+    the CLI passes rich progress bars); without it the call is silent.
     """
+    if progress is not None:
+        with reporting(progress):
+            return evaluate_combinations(catalog, text, image, config=config, cache=cache,
+                                         fuse=fuse, out=out)
     config = config or EvaluationConfig()
     config.check()
     if not text and not image:
@@ -258,6 +288,8 @@ def evaluate_combinations(
     if catalog.labels is None:
         raise PlaceDeMarcheError(f"{catalog.source or 'catalogue'} has no category column: "
                                  "the evaluation needs the true categories")
+    catalog = catalog.validated(text=config.text_field if text else None, image=bool(image),
+                                labels=True)
     categories = catalog.categories
     if len(categories) < 2:
         raise PlaceDeMarcheError(f"the catalogue has {len(categories)} category; need at least 2")
@@ -278,16 +310,16 @@ def evaluate_combinations(
     if fuse:
         combos += [(t, i) for t in text for i in image]
 
-    runs = []
-    with task("clustering", total=len(combos) * len(config.seeds)) as progress:
-        for text_spec, image_spec in combos:
-            runs.append(_evaluate_one(text_spec, image_spec, features, y, k, config, progress))
+    prepared = [_prepare_run(t, i, features, config) for t, i in combos]
+    runs = _cluster_runs(prepared, features, y, k, config, cache)
     runs.sort(key=lambda r: (-_nan_low(r.mean("ari")), r.name))
 
     report = EvaluationReport(
         runs=runs, config=config, categories=categories,
         catalog={"source": catalog.source, "products": len(catalog),
-                 "text_field": config.text_field,
+                 "text_field": config.text_field if text else None,
+                 "text_columns": catalog.text_columns(config.text_field) if text else [],
+                 "image_column": catalog.columns.get("image") if image else None,
                  "dropped": len(catalog.dropped),
                  "dropped_rows": [{"id": p.row_id, "line": p.line, "problem": p.problem}
                                   for p in catalog.dropped]},
@@ -303,11 +335,24 @@ def _nan_low(value: float) -> float:
     return -1.0 if math.isnan(value) else value
 
 
-def _evaluate_one(text_spec, image_spec, features, y, k, config: EvaluationConfig, progress) -> RunResult:
+@dataclass
+class _PreparedRun:
+    """One feature combination's clustering spaces, built once and shared by its seeds."""
+
+    name: str
+    text: str | None
+    image: str | None
+    used: list[tuple[str, str]]
+    spaces_X: dict[str, Any]  # raw / reduced matrices
+    tsne_X: Any
+    tsne_input: str
+    seconds: float
+
+
+def _prepare_run(text_spec, image_spec, features, config: EvaluationConfig) -> _PreparedRun:
     started = time.perf_counter()
     parts = [("text", text_spec), ("image", image_spec)]
     used = [(kind, spec) for kind, spec in parts if spec is not None]
-    name = " + ".join(spec for _, spec in used)
     weights = {"text": config.text_weight, "image": 1.0 - config.text_weight} if len(used) > 1 \
         else {used[0][0]: 1.0}
 
@@ -332,41 +377,149 @@ def _evaluate_one(text_spec, image_spec, features, y, k, config: EvaluationConfi
     reduced = reduced_blocks[0] if len(used) == 1 else _fuse(reduced_blocks, w)
     if "reduced" in config.cluster_on:
         spaces_X["reduced"] = reduced
-    tsne_X = raw if tsne_input == "features" else reduced
-
-    per_space: dict[str, list[dict[str, float]]] = {s: [] for s in config.cluster_on}
-    confusion: dict[str, list[list[int]]] = {}
-    map_xy = map_clusters = None
-    n_cat = int(y.max()) + 1
-    for seed in config.seeds:
-        if "tsne" in config.cluster_on:
-            spaces_X["tsne"] = _tsne(tsne_X, seed, config.perplexity)
-        for space in config.cluster_on:
-            X = spaces_X[space]
-            pred = _kmeans(X, k, seed)
-            per_space[space].append(score_clustering(y, pred, X))
-            if seed == config.seeds[0]:
-                confusion[space] = matched_confusion(y, pred, n_cat, k).tolist()
-                if space == ("tsne" if "tsne" in config.cluster_on else config.cluster_on[0]):
-                    map_clusters = pred
-                    if space == "tsne":
-                        map_xy = spaces_X["tsne"]
-        progress.advance(1)
-    if map_xy is None:
-        map_xy = _tsne(tsne_X, config.seeds[0], config.perplexity)
-
-    return RunResult(
-        name=name, text=text_spec, image=image_spec,
-        spaces={s: SpaceResult(s, int(spaces_X[s].shape[1]), per_space[s], confusion[s])
-                for s in config.cluster_on},
-        seconds=time.perf_counter() - started,
-        features={spec: {"dims": int(features[(kind, spec)].matrix.shape[1]),
-                         "cached": features[(kind, spec)].from_cache,
-                         "seconds": round(features[(kind, spec)].seconds, 3),
-                         "params": {k2: repr(v) for k2, v in features[(kind, spec)].extractor.get_params().items()}}
-                  for kind, spec in used},
-        map_xy=map_xy, map_clusters=map_clusters, tsne_input=tsne_input,
+    return _PreparedRun(
+        name=" + ".join(spec for _, spec in used), text=text_spec, image=image_spec, used=used,
+        spaces_X=spaces_X, tsne_X=raw if tsne_input == "features" else reduced,
+        tsne_input=tsne_input, seconds=time.perf_counter() - started,
     )
+
+
+def embedding_key(run: _PreparedRun, features, config: EvaluationConfig, seed: int) -> str | None:
+    """Cache key of one run's t-SNE map: the features (their own cache keys), everything that
+    turns them into the t-SNE input, and t-SNE's settings. None when a feature has no key."""
+    keys = [features[used].key for used in run.used]
+    if any(key is None for key in keys):
+        return None
+    tsne = create_plugin("reducer", "tsne", perplexity=config.perplexity, random_state=seed)
+    payload = {
+        "what": "tsne-embedding",
+        "features": keys,
+        "scale": config.scale,
+        "tsne_input": run.tsne_input,
+        "reducer": config.reducer if run.tsne_input == "reduced" else None,
+        "text_weight": config.text_weight if len(run.used) > 1 else None,
+        "tsne": {"class": f"{type(tsne).__module__}.{type(tsne).__qualname__}",
+                 "version": getattr(tsne, "cache_version", "1"),
+                 "params": {k: repr(v) for k, v in sorted(tsne.get_params().items())}},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _cluster_one_seed(spaces_X: dict[str, Any], tsne_X, xy, seed: int, k: int, y: np.ndarray,
+                      cluster_on: Sequence[str], perplexity: float):
+    """One (run, seed) job: the t-SNE map unless given, then KMeans and scores per space.
+    A top-level function of plain arguments, so worker processes can run it."""
+    computed = None
+    if "tsne" in cluster_on and xy is None:
+        computed = xy = _tsne(tsne_X, seed, perplexity)
+    labels, scores = {}, {}
+    for space in cluster_on:
+        X = xy if space == "tsne" else spaces_X[space]
+        labels[space] = _kmeans(X, k, seed)
+        scores[space] = score_clustering(y, labels[space], X)
+    return computed, labels, scores
+
+
+def default_jobs() -> int:
+    """The CPUs this process may use (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, k: int,
+                  config: EvaluationConfig, cache: FeatureCache | None) -> list[RunResult]:
+    """Run every (run, seed) job, several at once, reusing cached t-SNE maps."""
+    seeds = list(config.seeds)
+    jobs = [(r, seed) for r in range(len(prepared)) for seed in seeds]
+    cached_xy: dict[tuple[int, int], np.ndarray] = {}
+    keys: dict[tuple[int, int], str] = {}
+    if cache is not None and "tsne" in config.cluster_on:
+        for r, seed in jobs:
+            key = embedding_key(prepared[r], features, config, seed)
+            if key is None:
+                continue
+            keys[(r, seed)] = key
+            xy = cache.load(key)
+            if xy is not None and getattr(xy, "shape", None) == (len(y), 2):
+                cached_xy[(r, seed)] = np.asarray(xy, dtype=np.float32)
+    n_jobs = min(config.n_jobs or default_jobs(), len(jobs))
+    # Cached maps leave only KMeans and the scores: worker start-up would cost more than it saves.
+    if len(cached_xy) == len(jobs) and config.n_jobs is None:
+        n_jobs = 1
+
+    def call(r, seed):
+        run = prepared[r]
+        return (r, seed, *_cluster_one_seed(run.spaces_X, run.tsne_X, cached_xy.get((r, seed)), seed, k, y,
+                                            config.cluster_on, config.perplexity))
+
+    results: dict[tuple[int, int], tuple] = {}
+    started = time.perf_counter()
+    with task(_job_label(prepared, jobs, 0, n_jobs), total=len(jobs)) as progress:
+        if n_jobs == 1:
+            outcomes = (call(r, seed) for r, seed in jobs)
+        else:
+            from joblib import Parallel, delayed
+
+            parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+            outcomes = ((*jobs[index], *result) for index, result in parallel(
+                delayed(_indexed_job)(index, prepared[r].spaces_X, prepared[r].tsne_X,
+                                      cached_xy.get((r, seed)), seed, k, y, config.cluster_on,
+                                      config.perplexity)
+                for index, (r, seed) in enumerate(jobs)))
+        for r, seed, computed, labels, scores in outcomes:
+            results[(r, seed)] = (computed, labels, scores)
+            if computed is not None and (r, seed) in keys:
+                cache.save(keys[(r, seed)], computed, meta={"what": "tsne-embedding", "run": prepared[r].name,
+                                                            "seed": seed, "perplexity": config.perplexity})
+            progress.advance(1)
+            progress.describe(_job_label(prepared, jobs, len(results), n_jobs))
+    clustering_seconds = time.perf_counter() - started
+
+    runs = []
+    n_cat = int(y.max()) + 1
+    main = "tsne" if "tsne" in config.cluster_on else config.cluster_on[0]
+    for r, run in enumerate(prepared):
+        embeddings = {seed: cached_xy.get((r, seed), results[(r, seed)][0]) for seed in seeds} \
+            if "tsne" in config.cluster_on else {}
+        assignments = {space: {seed: results[(r, seed)][1][space] for seed in seeds} for space in config.cluster_on}
+        first = seeds[0]
+        map_xy = embeddings.get(first)
+        if map_xy is None:  # no t-SNE space asked: a map of the first seed all the same
+            map_xy = _tsne(run.tsne_X, first, config.perplexity)
+        runs.append(RunResult(
+            name=run.name, text=run.text, image=run.image,
+            spaces={space: SpaceResult(space, 2 if space == "tsne" else int(run.spaces_X[space].shape[1]),
+                                       [results[(r, seed)][2][space] for seed in seeds],
+                                       matched_confusion(y, assignments[space][first], n_cat, k).tolist(),
+                                       seeds=list(seeds))
+                    for space in config.cluster_on},
+            seconds=run.seconds + clustering_seconds / max(1, len(prepared)),
+            features={spec: {"dims": int(features[(kind, spec)].matrix.shape[1]),
+                             "cached": features[(kind, spec)].from_cache,
+                             "seconds": round(features[(kind, spec)].seconds, 3),
+                             "params": {k2: repr(v) for k2, v in
+                                        features[(kind, spec)].extractor.get_params().items()}}
+                      for kind, spec in run.used},
+            map_xy=map_xy, map_clusters=assignments[main][first], tsne_input=run.tsne_input,
+            assignments=assignments, embeddings=embeddings, map_seed=first,
+            tsne_cached=sum(1 for seed in seeds if (r, seed) in cached_xy),
+        ))
+    return runs
+
+
+def _indexed_job(index: int, *args):
+    """A job that returns its index with its result (unordered results say whose they are)."""
+    return index, _cluster_one_seed(*args)
+
+
+def _job_label(prepared: list[_PreparedRun], jobs, done: int, n_jobs: int) -> str:
+    """Which run(s) and seed(s) are being clustered: the next jobs not finished yet."""
+    pending = jobs[done:done + n_jobs]
+    if not pending:
+        return "clustering: done"
+    return "clustering " + "; ".join(f"{prepared[r].name} (seed {seed})" for r, seed in pending)
 
 
 def _tsne_input(choice: str, blocks: Sequence[Any]) -> str:

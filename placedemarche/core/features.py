@@ -23,6 +23,7 @@ class Features:
     extractor: PluginBase
     from_cache: bool
     seconds: float
+    key: str | None = None  # the feature cache key, when a cache was used
 
     @property
     def name(self) -> str:
@@ -63,7 +64,7 @@ def extract_features(extractor: PluginBase, items: Sequence, *, cache: FeatureCa
         key = extractor_key(extractor, fingerprint(items))
         cached = cache.load(key)
         if cached is not None and cached.shape[0] == len(items):
-            return Features(cached, extractor, True, time.perf_counter() - started)
+            return Features(cached, extractor, True, time.perf_counter() - started, key)
     matrix = extractor.fit_transform(list(items))
     if hasattr(matrix, "shape") and matrix.shape[0] != len(items):
         raise PlaceDeMarcheError(
@@ -75,4 +76,4 @@ def extract_features(extractor: PluginBase, items: Sequence, *, cache: FeatureCa
     if cache is not None and key is not None:
         cache.save(key, matrix, meta={"plugin": extractor.name, "params": extractor.get_params(),
                                       "rows": len(items), "seconds": seconds})
-    return Features(matrix, extractor, False, seconds)
+    return Features(matrix, extractor, False, seconds, key)

@@ -28,6 +28,7 @@ import numpy as np
 from .files import atomic_write_text
 from .metrics import METRICS, match_clusters
 from .progress import track
+from .report import DISTINCT_COLOURS, map_title, text_field_label
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -67,7 +68,8 @@ def write_evaluation_html(report: "EvaluationReport", out: Path, catalog: "Catal
         ("catalogue", str(info.get("source") or "-")),
         ("products", f"{info.get('products')} ({info.get('dropped', 0)} dropped)"),
         ("categories", f"{len(categories)}: {', '.join(categories)}"),
-        ("text field", config.text_field),
+        ("text", text_field_label(report)),
+        ("text columns", ", ".join(info.get("text_columns") or []) or "-"),
         ("seeds", ", ".join(map(str, config.seeds))),
         ("reducer", config.reducer),
         ("clustered on", ", ".join(config.cluster_on)),
@@ -135,7 +137,7 @@ def _map_figure(run: "RunResult", categories: list[str], catalog: "Catalog"):
     trace = _scatter_class(len(xy))
     space = run.main_space
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.04, subplot_titles=(
-        "True categories", f"KMeans clusters ({space}), ARI {run.mean('ari', space):.3f}"))
+        "True categories", map_title(run)))
     for i, category in enumerate(categories):
         members = np.flatnonzero(true == i)
         fig.add_trace(trace(x=xy[members, 0], y=xy[members, 1], customdata=members.tolist(),
@@ -423,10 +425,10 @@ def _page(title: str, body: str, figures: list[tuple[str, Any]], data: dict, ext
 
 
 def _palette(n: int) -> list[str]:
-    """Distinct hues: Dark24, then Light24 and Alphabet for more than 24 colours."""
+    """The PNG plots' colours (a category looks the same on both), then Alphabet past twenty."""
     import plotly.express as px
 
-    colours = px.colors.qualitative.Dark24 + px.colors.qualitative.Light24 + px.colors.qualitative.Alphabet
+    colours = list(DISTINCT_COLOURS) + px.colors.qualitative.Alphabet
     return [colours[i % len(colours)] for i in range(max(n, 1))]
 
 

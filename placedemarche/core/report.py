@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .files import atomic_write_text
+from .files import atomic_write_text, atomic_writer
 from .metrics import METRICS, match_clusters
 
 if TYPE_CHECKING:
@@ -50,8 +50,34 @@ def write_evaluation_report(report: "EvaluationReport", out: Path, catalog: "Cat
     plot_summary(report, out / "ari_by_run.png")
     report.files["json"] = "results.json"
     report.files["csv"] = "results.csv"
+    report.files["assignments"] = "assignments.csv"
+    with atomic_writer(out / "assignments.csv", "w", encoding="utf-8", newline="") as handle:
+        write_assignments(report, catalog, handle)
     atomic_write_text(out / "results.json", json.dumps(report.to_dict(), indent=2) + "\n")
     atomic_write_text(out / "results.csv", results_csv(report))
+    from .html_report import write_evaluation_html
+
+    report.files["html"] = write_evaluation_html(report, out, catalog).name
+
+
+def write_assignments(report: "EvaluationReport", catalog: "Catalog", handle) -> None:
+    """Every product's cluster per run, space and seed, with that seed's t-SNE coordinates:
+    one row each, so users can act on the clusters and anyone can recompute the scores."""
+    writer = csv.writer(handle)
+    writer.writerow(["id", "category", "run", "space", "seed", "cluster", "tsne_x", "tsne_y"])
+    for run in report.runs:
+        for space, per_seed in run.assignments.items():
+            for seed, labels in per_seed.items():
+                xy = run.embeddings.get(seed)
+                for i, (pid, category) in enumerate(zip(catalog.ids, catalog.labels)):
+                    coords = ("", "") if xy is None else (f"{xy[i, 0]:.4f}", f"{xy[i, 1]:.4f}")
+                    writer.writerow([pid, category, run.name, space, seed, int(labels[i]), *coords])
+
+
+def text_field_label(report: "EvaluationReport") -> str:
+    """The text field, or that no text was used (image-only runs read no text)."""
+    field = report.catalog.get("text_field", report.config.text_field)
+    return f"text: {field}" if field else "image only"
 
 
 def results_csv(report: "EvaluationReport") -> str:
@@ -65,7 +91,7 @@ def results_csv(report: "EvaluationReport") -> str:
         for space, res in run.spaces.items():
             writer.writerow([
                 run.name, run.text or "", run.image or "", space, res.dims, len(res.per_seed),
-                report.config.text_field,
+                report.config.text_field if run.text else "",
                 *[_fmt(v) for m in METRICS for v in (res.mean(m), res.sd(m))],
             ])
     return buffer.getvalue()
@@ -75,64 +101,107 @@ def _fmt(value: float) -> str:
     return "" if value != value else f"{value:.4f}"
 
 
-def _category_colours(n: int):
-    plt = _pyplot()
-    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
-    return [cmap(i % cmap.N) for i in range(n)]
+#: 20 colours, every pair at least 0.26 apart in RGB: matplotlib's tab10, then ten picked
+#: greedily from Trubetskoy's distinct colours. tab20 (used past ten colours before) pairs a
+#: dark and a light shade of each hue, so two categories looked alike.
+DISTINCT_COLOURS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#000000", "#aaffc3", "#000075", "#800000", "#ffd8b1", "#dcbeff",
+    "#808000", "#f032e6", "#ffe119", "#911eb4",
+)
+
+
+def _category_colours(n: int) -> list[str]:
+    """``n`` colours, all distinct up to twenty."""
+    return [DISTINCT_COLOURS[i % len(DISTINCT_COLOURS)] for i in range(n)]
+
+
+def _legend_outside(ax) -> None:
+    """Legend to the right of the axes, where it hides no point."""
+    ax.legend(fontsize=8, markerscale=2, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0.0, frameon=False)
+
+
+def _wrap(text: str, width: int = 16, lines: int = 2) -> str:
+    """A category name on up to ``lines`` lines, not cut mid-word at a fixed width."""
+    import textwrap
+
+    wrapped = textwrap.wrap(text, width) or [""]
+    if len(wrapped) > lines:
+        wrapped = wrapped[:lines]
+        wrapped[-1] = wrapped[-1][: width - 1] + "…"
+    return "\n".join(wrapped)
 
 
 def plot_map(run: "RunResult", categories: list[str], catalog: "Catalog", path: Path) -> None:
     """Side-by-side 2-D t-SNE maps coloured by true category and by KMeans cluster."""
     plt = _pyplot()
+    fig = map_figure(run, categories, catalog)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def map_title(run: "RunResult") -> str:
+    """The cluster panel plots one seed's clusters: its title gives that seed's ARI, the mean apart."""
+    space = run.main_space
+    return (f"KMeans clusters ({space}), seed {run.map_seed}: ARI "
+            f"{run.seed_score('ari', run.map_seed, space):.3f} (mean of "
+            f"{len(run.spaces[space].per_seed)} seeds {run.mean('ari', space):.3f})")
+
+
+def map_figure(run: "RunResult", categories: list[str], catalog: "Catalog"):
+    plt = _pyplot()
     xy = run.map_xy
     index = {c: i for i, c in enumerate(categories)}
     true = np.array([index[c] for c in catalog.labels])
     n_clusters = int(run.map_clusters.max()) + 1
-    colours = _category_colours(max(len(categories), n_clusters) + n_clusters)
+    colours = _category_colours(len(categories) + n_clusters)
     # A cluster takes the colour of the category it is matched to, so both panels compare at a glance.
     mapping = match_clusters(true, run.map_clusters, len(categories), n_clusters)
-    fig, axes = plt.subplots(1, 2, figsize=(14, 6.5))
+    fig, axes = plt.subplots(1, 2, figsize=(17, 6.5))
     for i, category in enumerate(categories):
         mask = true == i
         axes[0].scatter(xy[mask, 0], xy[mask, 1], s=9, color=colours[i], label=category, alpha=0.8)
     axes[0].set_title("True categories")
-    axes[0].legend(fontsize=8, markerscale=2, loc="best")
+    _legend_outside(axes[0])
     for c in sorted(set(run.map_clusters.tolist()), key=lambda c: mapping.get(c, len(categories) + c)):
         mask = run.map_clusters == c
         matched = mapping.get(c)
         label = f"cluster {c} -> {categories[matched]}" if matched is not None else f"cluster {c} (unmatched)"
         colour = colours[matched if matched is not None else len(categories) + c]
         axes[1].scatter(xy[mask, 0], xy[mask, 1], s=9, color=colour, label=label, alpha=0.8)
-    space = run.main_space
-    axes[1].set_title(f"KMeans clusters ({space}) - ARI {run.mean('ari', space):.3f}")
-    axes[1].legend(fontsize=8, markerscale=2, loc="best")
+    axes[1].set_title(map_title(run))
+    _legend_outside(axes[1])
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"{run.name}: t-SNE map of {len(true)} products")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
-def plot_confusion(matrix: np.ndarray, categories: list[str], title: str, path: Path) -> None:
-    """True category x cluster counts, clusters matched to categories (Hungarian)."""
+def plot_confusion(matrix: np.ndarray, categories: list[str], title: str, path: Path,
+                   xlabel: str = "cluster (named after its matched category)") -> None:
+    """True category (rows) x predicted column counts. The clustering study's columns are
+    clusters matched to categories (Hungarian); a classifier passes ``xlabel="predicted category"``."""
     plt = _pyplot()
     n_true, n_pred = matrix.shape
-    fig, ax = plt.subplots(figsize=(1.1 * n_pred + 4, 0.7 * n_true + 2.5))
+    # Square cells of a constant size: a figure sized to the matrix, not padded to a minimum,
+    # and a tight bounding box that takes in the tick labels and title wherever they reach.
+    cell = 0.5
+    fig, ax = plt.subplots(figsize=(cell * n_pred + 0.6, cell * n_true + 0.6))
     ax.imshow(matrix, cmap="Blues")
     ax.set_yticks(range(n_true), categories, fontsize=8)
     cluster_names = [categories[i] if i < n_true else f"extra {i - n_true + 1}" for i in range(n_pred)]
     ax.set_xticks(range(n_pred), cluster_names, rotation=40, ha="right", fontsize=8)
-    ax.set_xlabel("cluster (named after its matched category)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("true category")
     threshold = matrix.max() / 2 if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
                 color="white" if value > threshold else "black")
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -153,7 +222,7 @@ def plot_summary(report: "EvaluationReport", path: Path) -> None:
     ax.set_ylim(min(0, ax.get_ylim()[0]), 1)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.legend(title="clustered on")
-    ax.set_title(f"ARI per run ({len(report.config.seeds)} seeds, text: {report.config.text_field})")
+    ax.set_title(f"ARI per run ({len(report.config.seeds)} seeds, {text_field_label(report)})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -172,7 +241,7 @@ def plot_cluster_examples(run: "RunResult", categories: list[str], catalog: "Cat
     mapping = match_clusters(true, clusters, len(categories), n_clusters)
     order = sorted(range(n_clusters), key=lambda c: mapping.get(c, len(categories) + c))
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(n_clusters, per_cluster, figsize=(per_cluster * 1.5, n_clusters * 1.75),
+    fig, axes = plt.subplots(n_clusters, per_cluster, figsize=(per_cluster * 1.5, n_clusters * 1.95),
                              squeeze=False)
     for row, c in enumerate(order):
         members = np.flatnonzero(clusters == c)
@@ -190,9 +259,9 @@ def plot_cluster_examples(run: "RunResult", categories: list[str], catalog: "Cat
                 im.thumbnail((128, 128))
                 ax.imshow(np.asarray(im.convert("RGB")))
             ok = mapping.get(c) == true[i]
-            ax.set_title(catalog.labels[i][:18], fontsize=6, color="black" if ok else "red")
+            ax.set_title(_wrap(catalog.labels[i]), fontsize=6, color="black" if ok else "red")
         matched = mapping.get(c)
-        axes[row, 0].set_ylabel(f"cluster {c}\n({categories[matched][:16] if matched is not None else '-'})",
+        axes[row, 0].set_ylabel(f"cluster {c}\n{_wrap(categories[matched]) if matched is not None else '-'}",
                                 fontsize=7)
     fig.suptitle(f"{run.name}: example products per cluster (red: category differs from the cluster's)",
                  fontsize=9)

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from placedemarche import Reducer, hookimpl
 
+IMPLEMENTATIONS = ("opentsne", "sklearn")
+EXACT_NEIGHBOURS = 10_000  # beyond, exact k-NN (quadratic) costs more than the embedding
+
 
 class TSNEReducer(Reducer):
-    """t-distributed stochastic neighbour embedding (scikit-learn).
+    """t-distributed stochastic neighbour embedding (openTSNE by default, or scikit-learn).
+
+    openTSNE picks Barnes-Hut or its FFT-accelerated gradient by the number of points
+    (FFT past 10,000, where it scales linearly) and runs exact neighbour search up to 10,000
+    points. On the 1047 Flipkart products it embeds the TF-IDF/LSA space 3.5x faster than
+    scikit-learn's and dense embeddings about as fast, with the same ARI (0.585 vs 0.575 for
+    TF-IDF, 0.698 vs 0.702 for bert, 3 seeds). ``implementation="sklearn"`` keeps the earlier
+    reference.
 
     t-SNE has no ``transform`` for new points: use it on the products being studied only,
     never as classifier input fitted on test products. Its settings are fixed beforehand;
@@ -17,6 +27,8 @@ class TSNEReducer(Reducer):
         perplexity: effective number of neighbours; capped below the number of samples.
         init: "pca" (stable) or "random".
         random_state: seed.
+        implementation: "opentsne" or "sklearn".
+        n_jobs: threads (openTSNE); the evaluator runs one embedding per core instead.
 
     Usage::
 
@@ -25,30 +37,54 @@ class TSNEReducer(Reducer):
 
     name = "tsne"
     aliases = ("t-sne",)
-    description = "t-SNE neighbour embedding (2-D maps; no transform for new points)"
+    description = "t-SNE neighbour embedding (openTSNE; 2-D maps; no transform for new points)"
     can_transform = False
+    cache_version = "2"  # openTSNE by default
 
     def __init__(self, n_components: int = 2, perplexity: float = 30.0, init: str = "pca",
-                 random_state: int = 0):
+                 random_state: int = 0, implementation: str = "opentsne", n_jobs: int = 1):
         self.n_components = n_components
         self.perplexity = perplexity
         self.init = init
         self.random_state = random_state
+        self.implementation = implementation
+        self.n_jobs = n_jobs
 
     def fit(self, X, y=None):
         self.fit_transform(X)
         return self
 
     def fit_transform(self, X, y=None):
+        import numpy as np
         import scipy.sparse
-        from sklearn.manifold import TSNE
 
+        from placedemarche.core.errors import PluginConfigError
+
+        if self.implementation not in IMPLEMENTATIONS:
+            raise PluginConfigError(f"tsne: unknown implementation '{self.implementation}': "
+                                    f"use {' or '.join(IMPLEMENTATIONS)}")
         if scipy.sparse.issparse(X):
             X = X.toarray()
+        X = np.asarray(X, dtype=np.float32)
         perplexity = min(float(self.perplexity), max(1.0, (X.shape[0] - 1) / 3))
-        model = TSNE(n_components=self.n_components, perplexity=perplexity, init=self.init,
-                     random_state=self.random_state)
-        self.embedding_ = model.fit_transform(X)
+        if self.implementation == "sklearn":
+            from sklearn.manifold import TSNE
+
+            model = TSNE(n_components=self.n_components, perplexity=perplexity, init=self.init,
+                         random_state=self.random_state)
+            self.embedding_ = model.fit_transform(X)
+        else:
+            from openTSNE import TSNE
+
+            model = TSNE(n_components=self.n_components, perplexity=perplexity,
+                         initialization="pca" if self.init == "pca" else "random",
+                         random_state=self.random_state, n_jobs=self.n_jobs, verbose=False,
+                         # Exact neighbours up to EXACT_NEIGHBOURS points: openTSNE's approximate
+                         # search lost near-duplicate products (TF-IDF ARI 0.49 vs 0.58 exact).
+                         neighbors="exact" if X.shape[0] <= EXACT_NEIGHBOURS else "auto",
+                         # FFT interpolation is only implemented for 1-2 dimensions
+                         negative_gradient_method="auto" if self.n_components <= 2 else "bh")
+            self.embedding_ = np.asarray(model.fit(X))
         return self.embedding_
 
     def transform(self, X):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from placedemarche import TextExtractor, hookimpl
+from placedemarche.core.progress import track
 from placedemarche.core.text import TextPreprocessor
 
 
@@ -54,23 +55,27 @@ class BagOfWordsExtractor(TextExtractor):
         )
 
     def fit(self, X, y=None):
+        self.fit_transform(X)
+        return self
+
+    def transform(self, X):
+        texts = list(X)
+        return self.vectorizer_.transform(track(texts, f"{self.name}: tokenising")).astype("float32")
+
+    def fit_transform(self, X, y=None):
+        # One pass over the texts: tokenising (normalisation) is nearly all of the cost, and
+        # fit then transform would do it twice.
         texts = list(X)
         # A min_df meant for a full catalogue would empty the vocabulary of a handful of texts.
         min_df = self.min_df if not isinstance(self.min_df, int) or self.min_df <= len(texts) else 1
         self.vectorizer_ = self._vectorizer(min_df)
         try:
-            self.vectorizer_.fit(texts)
+            matrix = self.vectorizer_.fit_transform(track(texts, f"{self.name}: tokenising"))
         except ValueError:  # every term pruned on a tiny corpus: keep them all rather than fail
             self.vectorizer_.set_params(min_df=1, max_df=1.0)
-            self.vectorizer_.fit(texts)
+            matrix = self.vectorizer_.fit_transform(texts)
         self.vocabulary_ = self.vectorizer_.vocabulary_
-        return self
-
-    def transform(self, X):
-        return self.vectorizer_.transform(list(X)).astype("float32")
-
-    def fit_transform(self, X, y=None):
-        return self.fit(X).transform(X)
+        return matrix.astype("float32")
 
 
 @hookimpl
