@@ -155,11 +155,29 @@ def test_any_decoding_error_loads_as_missing(tmp_path, monkeypatch, error):
     assert cache.load(KEY) is None and cache.load(KEY[::-1]) is None
 
 
-def test_entry_of_the_previous_version_without_checksum_is_recomputed_once(tmp_path):
+def test_entry_of_the_previous_version_is_kept_and_given_a_checksum(tmp_path):
+    # nobody recomputes a whole cache after an upgrade: an old entry that decodes is migrated
     cache = FeatureCache(tmp_path)
     old = tmp_path / KEY[:2] / f"{KEY}.npy"
     old.parent.mkdir()
-    np.save(old, np.zeros((4, 3), np.float32))
+    np.save(old, _dense())
+    old.with_suffix(".json").write_text(json.dumps({"plugin": "tfidf", "rows": 4}))
+    assert np.array_equal(cache.load(KEY), _dense())
+    entry = json.loads(old.with_suffix(".json").read_text())
+    assert entry["meta"] == {"plugin": "tfidf", "rows": 4} and len(entry["sha256"]) == 64
+    # from now on it is checked like any entry
+    old.write_bytes(old.read_bytes()[:-4] + b"\xff\xff\xff\xff")
+    assert cache.load(KEY) is None
+
+
+def test_damaged_entry_of_the_previous_version_is_recomputed(tmp_path):
+    import scipy.sparse
+
+    cache = FeatureCache(tmp_path)
+    old = tmp_path / KEY[:2] / f"{KEY}.npz"
+    old.parent.mkdir()
+    scipy.sparse.save_npz(old, scipy.sparse.csr_matrix(_dense()))
+    old.write_bytes(old.read_bytes()[:50])  # the truncated .npz that broke every run
     old.with_suffix(".json").write_text(json.dumps({"plugin": "tfidf", "rows": 4}))
     assert cache.load(KEY) is None
     cache.save(KEY, _dense())

@@ -148,7 +148,7 @@ class FeatureCache:
         """The array saved under ``key``, or None when there is none or it is damaged."""
         verified = self._read_verified(key)
         if verified is None:
-            return None
+            return self._migrate(key)
         data, entry = verified
         try:
             if entry["format"] == "sparse":
@@ -164,6 +164,31 @@ class FeatureCache:
             return None
         if list(array.shape) != entry["shape"] or str(array.dtype) != entry["dtype"]:
             return None
+        return array
+
+    def _migrate(self, key: str):
+        """An entry of the first cache format (metadata without a version or checksum) that
+        decodes completely is kept and given a checksum, so nobody recomputes a whole cache
+        after an upgrade; one that does not decode loads as missing."""
+        base = self._base(key)
+        try:
+            old_meta = json.loads(base.with_suffix(".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(old_meta, dict) or "version" in old_meta:
+            return None
+        try:
+            if base.with_suffix(".npy").is_file():
+                array = np.load(base.with_suffix(".npy"), allow_pickle=False)
+            elif base.with_suffix(".npz").is_file():
+                import scipy.sparse
+
+                array = scipy.sparse.load_npz(base.with_suffix(".npz"))
+            else:
+                return None
+        except Exception:  # truncated or damaged: the same remedy as for any damaged entry
+            return None
+        self.save(key, array, meta=old_meta)
         return array
 
     def save(self, key: str, array, meta: dict | None = None) -> Path:
