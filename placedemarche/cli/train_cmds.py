@@ -72,7 +72,9 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     from ..core.classify import TrainConfig, train as train_model
     from ..core.finetune import FineTuneConfig
     from ..core.plugins import check_specs
-    from .options import load_catalog_from_options
+    from rich.markup import escape
+
+    from .options import load_catalog_from_options, print_catalog_notes
     from .render import console, err_console, progress_bars
 
     check_specs({"text": text, "image": image})  # all problems at once, before loading data
@@ -87,10 +89,7 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     config.check()
     catalog = load_catalog_from_options({**catalog_kwargs, "text_field": text_field},
                                         text=bool(text), image=bool(image), labels=True)
-    if catalog.dropped:
-        err_console.print(f"[yellow]dropped {len(catalog.dropped)} product(s):[/] "
-                          + "; ".join(str(p) for p in catalog.dropped[:3])
-                          + (" ..." if len(catalog.dropped) > 3 else ""), highlight=False)
+    print_catalog_notes(catalog, text_field if text else None, bool(image))
     out_dir = Path(out) if out else Path("pm-results") / time.strftime("model-%Y%m%d-%H%M%S")
     with progress_bars(not no_progress):
         result = train_model(catalog, config, cache=None if no_cache else FeatureCache(), out=out_dir)
@@ -101,7 +100,7 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
                   f"{len(catalog.dropped)} dropped; final fit {summary['final_fit_seconds']:.1f} s.",
                   highlight=False)
     if summary.get("fusion_warning"):
-        err_console.print(f"[yellow]{summary['fusion_warning']}[/]", highlight=False)
+        err_console.print(f"[yellow]{escape(summary['fusion_warning'])}[/]", highlight=False)
     console.print(f"Model: {out_dir}/ (predict with: pm predict --model {out_dir} --data NEW.csv)",
                   highlight=False)
     # the last line, where people look for what to open (written by write_training_report)
@@ -164,6 +163,8 @@ def predict(model_dir, data, out, top_k, id_column, name_column, description_col
     Example:
       pm predict --model models/flipkart --data new.csv --out predictions.csv --top-k 3
     """
+    from rich.markup import escape
+
     from ..core.cache import FeatureCache
     from ..core.catalog import load_catalog
     from ..core.classify import load_model, predict_catalog
@@ -180,7 +181,7 @@ def predict(model_dir, data, out, top_k, id_column, name_column, description_col
     if result.many_images_missing:
         hint = "pass --image-dir DIR" if image_dir is None else "check --image-dir"
         err_console.print(f"[yellow]{result.missing_images} of {len(result.rows)} products' image files were not "
-                          f"found in {result.missing_image_dir}:[/] they were predicted without their image "
+                          f"found in {escape(str(result.missing_image_dir))}:[/] they were predicted without their image "
                           f"(see the note column); {hint} if the images are elsewhere", highlight=False,
                           soft_wrap=True)
     fused = list(model.config.groups)[-1]
