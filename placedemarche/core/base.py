@@ -224,6 +224,52 @@ class Reducer(_Transformer):
     can_transform: ClassVar[bool] = True
 
 
+class Clusterer(PluginBase):
+    """Groups the rows of a feature matrix: ``fit_predict(X) -> labels`` (one int per row).
+
+    ``needs_n_clusters``: the clusterer takes ``n_clusters`` (the evaluator passes the number
+    of categories unless told otherwise); False for methods that find their own number
+    (HDBSCAN). ``accepts_sparse``: it may be given a scipy sparse matrix (else the evaluator
+    gives it a dense one). A label of ``-1`` marks noise (points in no cluster). Seeded
+    methods take ``random_state``, which the evaluator sets per seed.
+    """
+
+    kind = "clusterer"
+    needs_n_clusters: ClassVar[bool] = True
+    accepts_sparse: ClassVar[bool] = False
+
+    def fit(self, X, y=None):
+        self.labels_ = self.fit_predict(X)
+        return self
+
+    def fit_predict(self, X, y=None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Classifier(PluginBase):
+    """A classifier head on a block of features: ``fit(X, y)``, ``predict_proba(X)``.
+
+    scikit-learn conventions: ``classes_`` after ``fit``, probabilities with one column per
+    class in that order, ``predict`` the most probable class. Heads are pickled inside saved
+    models: keep loaded resources in attributes listed in ``transient``. ``accepts_sparse``
+    says whether ``X`` may be a scipy sparse matrix (else the classifier gets a dense one).
+    """
+
+    kind = "classifier"
+    accepts_sparse: ClassVar[bool] = True
+
+    def fit(self, X, y):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict_proba(self, X):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def predict(self, X):
+        import numpy as np
+
+        return np.asarray(self.classes_)[np.argmax(self.predict_proba(X), axis=1)]
+
+
 class Source(PluginBase):
     """Yields product records for a query, page by page; never writes files.
 

@@ -24,3 +24,13 @@ def register_reducers(register):
 @hookspec
 def register_sources(register):
     """Register Source subclasses: call register(cls) once per class."""
+
+
+@hookspec
+def register_clusterers(register):
+    """Register Clusterer subclasses: call register(cls) once per class."""
+
+
+@hookspec
+def register_classifiers(register):
+    """Register Classifier subclasses (classifier heads): call register(cls) once per class."""

@@ -50,6 +50,8 @@ KINDS = {
     "image": ("register_image_extractors", "image extractor"),
     "reducer": ("register_reducers", "reducer"),
     "source": ("register_sources", "source"),
+    "clusterer": ("register_clusterers", "clusterer"),
+    "classifier": ("register_classifiers", "classifier head"),
 }
 
 
