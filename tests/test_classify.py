@@ -681,16 +681,16 @@ def test_model_json_that_does_not_match_the_model_is_a_one_line_error(saved_mode
 def worse_fusion(monkeypatch):
     """Make the fused group's out-of-fold predictions wrong for 2 products of each fold, as a
     weak image block can (0.942 fused vs 0.952 text measured with tfidf + efficientnet-lite0)."""
-    from placedemarche.core import classify
+    from placedemarche.core.classify import crossval
 
-    fold_proba = classify._fold_proba
+    fold_proba = crossval._fold_proba
 
     def spoiled(*args, **kwargs):
         out = fold_proba(*args, **kwargs)
         out["text+image"][:2] = np.roll(out["text+image"][:2], 1, axis=1)
         return out
 
-    monkeypatch.setattr(classify, "_fold_proba", spoiled)
+    monkeypatch.setattr(crossval, "_fold_proba", spoiled)
 
 
 def test_fused_model_below_a_single_modality_is_reported_and_predict_uses_the_best(

@@ -17,17 +17,22 @@ from .options import catalog_options
               help="Image extractor, e.g. 'mobilenet:alpha=0.75' or efficientnet-lite0; repeat to combine several.")
 @click.option("--text-field", type=click.Choice(["name", "description", "both"]), default="both",
               show_default=True, help="Which product text the text extractor reads.")
-@click.option("--classifier", type=click.Choice(["logreg", "svm", "rf", "knn", "mlp"]), default="logreg",
-              show_default=True, help="Head trained on frozen features.")
+@click.option("--classifier", metavar="SPEC", default="logreg", show_default=True,
+              help="Classifier head plugin on frozen features, with optional parameters: logreg, "
+                   "'logreg:C=0.5', 'knn:n_neighbors=5', ... (the built-ins and installed plugins' heads: "
+                   "pm list classifier).")
 @click.option("--C", "C", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
-              help="Inverse regularisation of logreg/svm (features are scaled to unit row norm).")
+              help="Inverse regularisation of heads that take C, unless the --classifier spec sets it "
+                   "(features are scaled to unit row norm).")
 @click.option("--fusion", type=click.Choice(["concat", "mean"]), default="concat", show_default=True,
               help="How several extractors combine: one head on their concatenated features, or the mean of "
                    "their heads' probabilities.")
 @click.option("--folds", type=click.IntRange(min=0), default=5, show_default=True,
               help="Stratified cross-validation folds (0: train only).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds, heads and augmentation.")
-@click.option("--class-weight", is_flag=True, help="Weigh classes inversely to their frequency.")
+@click.option("--class-weight", is_flag=True,
+              help="Weigh classes inversely to their frequency (heads that take class_weight, unless the "
+                   "--classifier spec sets it; and the fine-tuned network's loss).")
 @click.option("--finetune", is_flag=True,
               help="Fine-tune the --image Keras backbone (new head, then top layers) instead of a frozen head.")
 @click.option("--unfreeze", type=click.IntRange(min=0), default=6, show_default=True,
@@ -66,6 +71,7 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     Examples:
       pm train --text tfidf --image 'mobilenet:alpha=0.75' --out models/flipkart
       pm train --text tfidf --text bert --image efficientnet-lite0 --fusion mean
+      pm train --text tfidf --classifier 'logreg:C=0.5' --out models/text
       pm train --image 'mobilenet:alpha=0.75' --finetune --out models/images
     """
     from ..core.cache import FeatureCache
@@ -77,7 +83,8 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     from .options import load_catalog_from_options, print_catalog_notes
     from .render import console, err_console, progress_bars
 
-    check_specs({"text": text, "image": image})  # all problems at once, before loading data
+    # all problems at once, before loading data
+    check_specs({"text": text, "image": image, "classifier": [classifier]})
     tuning = None
     if finetune:
         tuning = FineTuneConfig(backbone=image[0] if len(image) == 1 else "", unfreeze=unfreeze, epochs=epochs,
