@@ -20,10 +20,14 @@ from .options import catalog_options, load_catalog_from_options
 @click.option("--reducer", default="pca:n_components=100", show_default=True, metavar="SPEC",
               help="Reducer for the 'reduced' space and before t-SNE (see pm list-reducers).")
 @click.option("--cluster-on", type=click.Choice(["raw", "reduced", "tsne"]), multiple=True,
-              help="Space(s) KMeans clusters in (repeatable; default: all three).")
-@click.option("--clusters", type=click.IntRange(min=2), help="Number of clusters (default: number of categories).")
+              help="Space(s) the clusterers run in (repeatable; default: all three).")
+@click.option("--clusterer", "clusterer", multiple=True, metavar="SPEC",
+              help="Clusterer, e.g. kmeans, hdbscan or 'gmm:covariance_type=full' (repeatable; "
+                   "default: kmeans). Each runs on every feature combination (see pm plugins).")
+@click.option("--clusters", type=click.IntRange(min=2),
+              help="Number of clusters of the clusterers that take one (default: number of categories).")
 @click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Number of seeds (KMeans and t-SNE); scores are mean ± sd over them.")
+              help="Number of seeds (clusterers and t-SNE); scores are mean ± sd over them.")
 @click.option("--text-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Share of the text block in text × image fusion.")
 @click.option("--scale", type=click.Choice(["l2", "standard", "none"]), default="l2", show_default=True,
@@ -41,12 +45,12 @@ from .options import catalog_options, load_catalog_from_options
 @click.option("--no-cache", is_flag=True, help="Recompute features instead of using the cache.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @catalog_options
-def evaluate(text, image, text_field, reducer, cluster_on, clusters, seeds, text_weight, scale, perplexity,
-             tsne_input, no_fuse, jobs, out, no_cache, no_progress, **catalog_kwargs):
+def evaluate(text, image, text_field, reducer, cluster_on, clusterer, clusters, seeds, text_weight, scale,
+             perplexity, tsne_input, no_fuse, jobs, out, no_cache, no_progress, **catalog_kwargs):
     """Do products of one category group together? Cluster and score feature combinations.
 
-    Runs every --text and --image extractor alone and every text × image pair, clusters with
-    KMeans in the raw, reduced and t-SNE spaces, and writes results.json, results.csv and PNG
+    Runs every --text and --image extractor alone and every text × image pair, clusters each
+    with every --clusterer (default kmeans) in the raw, reduced and t-SNE spaces, and writes results.json, results.csv and PNG
     plots (2-D maps, confusion matrices, ARI bar chart) to --out.
 
     \b
@@ -62,9 +66,11 @@ def evaluate(text, image, text_field, reducer, cluster_on, clusters, seeds, text
 
     if not text and not image:
         raise PlaceDeMarcheError("nothing to evaluate: give --text and/or --image (see pm list-extractors)")
-    check_specs({"text": text, "image": image, "reducer": [reducer]})  # all problems at once, before loading data
+    clusterers = tuple(clusterer) or ("kmeans",)
+    # all problems at once, before loading data
+    check_specs({"text": text, "image": image, "reducer": [reducer], "clusterer": clusterers})
     config = EvaluationConfig(
-        reducer=reducer, cluster_on=tuple(cluster_on) or ("raw", "reduced", "tsne"),
+        reducer=reducer, cluster_on=tuple(cluster_on) or ("raw", "reduced", "tsne"), clusterers=clusterers,
         n_clusters=clusters, seeds=tuple(range(seeds)), text_field=text_field, scale=scale,
         text_weight=text_weight, perplexity=perplexity, tsne_input=tsne_input, n_jobs=jobs,
     )
@@ -101,7 +107,8 @@ def results_table(report):
 
     spaces = list(report.config.cluster_on)
     main = "tsne" if "tsne" in spaces else spaces[0]
-    table = Table(title=f"Clustering vs true categories (ranked by ARI on {main})")
+    clusterers = ", ".join(report.config.clusterers)
+    table = Table(title=f"Clustering ({clusterers}) vs true categories (ranked by ARI on {main})")
     table.add_column("#", justify="right")
     # Specs wrap instead of being cut ("mobilenet:alpha=0.75 + tfidf:ma…" named nothing).
     table.add_column("features", overflow="fold", min_width=14, ratio=3)
@@ -109,11 +116,15 @@ def results_table(report):
         table.add_column(f"ARI {space}", justify="right")
     for column in ("NMI", "silh.", "match acc"):
         table.add_column(f"{column} {main}", justify="right")
+    # HDBSCAN-like clusterers leave products in no cluster: how many, only when some did
+    noisy = any(run.mean("noise", main) > 0 for run in report.runs if main in run.spaces)
+    if noisy:
+        table.add_column(f"noise {main}", justify="right")
     table.add_column("features s", justify="right", overflow="fold", ratio=1)
     for rank, run in enumerate(report.runs, start=1):
         feats = ", ".join(f"{v['seconds']:.1f}" + (" (cached)" if v["cached"] else "")
                           for v in run.features.values())
         table.add_row(str(rank), Text(run.name), *[_ms(run, "ari", s) for s in spaces],
                       _ms(run, "nmi", main), _ms(run, "silhouette", main),
-                      _ms(run, "matched_accuracy", main), feats)
+                      _ms(run, "matched_accuracy", main), *([_ms(run, "noise", main)] if noisy else []), feats)
     return table

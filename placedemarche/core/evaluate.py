@@ -1,9 +1,11 @@
 """The generic evaluator: do products of one category cluster together on these features?
 
 For every text extractor, every image extractor and every text x image pair asked for, it
-builds the feature space, reduces it, clusters it with KMeans (k = number of categories by
-default) in each requested space (``raw``, ``reduced``, ``tsne``), and scores the clusters
-against the true categories over several seeds (mean and standard deviation).
+builds the feature space, reduces it, clusters it with each clusterer plugin asked for
+(``kmeans`` by default, k = number of categories) in each requested space (``raw``,
+``reduced``, ``tsne``), and scores the clusters against the true categories over several
+seeds (mean and standard deviation). Every feature combination x clusterer is a run; the
+t-SNE map of a combination and seed is computed once and shared by all its clusterers.
 
 Usage::
 
@@ -32,8 +34,8 @@ from .cache import FeatureCache
 from .catalog import Catalog, TextField
 from .errors import PlaceDeMarcheError
 from .features import Features, extract_features, extractor_inputs
-from .metrics import METRICS, matched_confusion, score_clustering
-from .plugins import create_plugin
+from .metrics import METRICS, matched_confusion, n_clusters_of, noise_counts, score_clustering
+from .plugins import create_plugin, get_plugin_class, parse_plugin_spec
 from .progress import Reporter, reporting, task
 
 Space = Literal["raw", "reduced", "tsne"]
@@ -50,9 +52,14 @@ class EvaluationConfig:
         reducer: reducer spec for the ``reduced`` space (e.g. ``"pca:n_components=100"``).
             Sparse features are reduced with a truncated SVD whatever the reducer (a PCA
             would densify them; standard-scaling them destroys the clustering).
-        cluster_on: spaces in which KMeans runs: raw features, reduced, t-SNE 2-D.
-        n_clusters: number of clusters (default: number of categories).
-        seeds: KMeans and t-SNE seeds; scores are mean +- sd over them.
+        cluster_on: spaces in which the clusterers run: raw features, reduced, t-SNE 2-D.
+        clusterers: clusterer specs (``"kmeans"``, ``"hdbscan:min_cluster_size=10"``); each
+            is run on every feature combination in every space. Clusterers that cannot take a
+            sparse matrix get the raw space of TF-IDF / bag of words densified (n x vocabulary
+            floats: fine at Flipkart size, large for a big catalogue).
+        n_clusters: number of clusters of the clusterers that take one (default: number of
+            categories); a clusterer spec's own ``n_clusters`` wins.
+        seeds: clusterer and t-SNE seeds; scores are mean +- sd over them.
         text_field: which text the text extractors read: name, description or both.
         scale: row scaling of dense features before reduction: l2, standard or none.
             With l2, reduced rows are L2-normalised again (cosine geometry, as in LSA).
@@ -69,6 +76,7 @@ class EvaluationConfig:
 
     reducer: str = "pca:n_components=100"
     cluster_on: tuple[str, ...] = ("raw", "reduced", "tsne")
+    clusterers: tuple[str, ...] = ("kmeans",)
     n_clusters: int | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
     text_field: TextField = "both"
@@ -90,6 +98,8 @@ class EvaluationConfig:
             raise PlaceDeMarcheError(f"text weight must be between 0 and 1, got {self.text_weight}")
         if not self.seeds:
             raise PlaceDeMarcheError("at least one seed is needed")
+        if not self.clusterers:
+            raise PlaceDeMarcheError("at least one clusterer is needed (e.g. kmeans)")
         if self.n_clusters is not None and self.n_clusters < 2:
             raise PlaceDeMarcheError(f"need at least 2 clusters, got {self.n_clusters}")
         if self.n_jobs is not None and self.n_jobs < 1:
@@ -105,19 +115,24 @@ class SpaceResult:
     per_seed: list[dict[str, float]]
     confusion: list[list[int]]  # first seed, true category x matched cluster
     seeds: list[int] = field(default_factory=list)
+    noise: list[int] | None = None  # first seed, noise products per category (None: no noise)
 
     def mean(self, metric: str) -> float:
-        values = [s[metric] for s in self.per_seed if not math.isnan(s[metric])]
+        values = self._values(metric)
         return float(np.mean(values)) if values else float("nan")
 
     def sd(self, metric: str) -> float:
-        values = [s[metric] for s in self.per_seed if not math.isnan(s[metric])]
+        values = self._values(metric)
         return float(np.std(values)) if values else float("nan")
+
+    def _values(self, metric: str) -> list[float]:
+        # scores made before "noise" was reported lack it: nan, never a crash
+        return [v for v in (s.get(metric, math.nan) for s in self.per_seed) if not math.isnan(v)]
 
 
 @dataclass
 class RunResult:
-    """One feature combination (text only, image only, or text x image)."""
+    """One feature combination (text only, image only, or text x image) and one clusterer."""
 
     name: str
     text: str | None
@@ -134,11 +149,12 @@ class RunResult:
     embeddings: dict[int, np.ndarray] = field(default_factory=dict)
     map_seed: int = 0
     tsne_cached: int = 0  # seeds whose t-SNE map came from the cache
+    clusterer: str = "kmeans"  # the clusterer spec
 
     def seed_score(self, metric: str, seed: int, space: str | None = None) -> float:
         """One seed's score (the map shows one seed's clusters: its own ARI, not the mean)."""
         res = self.spaces[space or self.main_space]
-        return res.per_seed[res.seeds.index(seed)][metric]
+        return res.per_seed[res.seeds.index(seed)].get(metric, math.nan)
 
     @property
     def main_space(self) -> str:
@@ -162,7 +178,7 @@ class EvaluationReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": {**asdict(self.config), "cluster_on": list(self.config.cluster_on),
-                       "seeds": list(self.config.seeds)},
+                       "clusterers": list(self.config.clusterers), "seeds": list(self.config.seeds)},
             "catalog": self.catalog,
             "categories": self.categories,
             "runs": [
@@ -170,6 +186,7 @@ class EvaluationReport:
                     "name": run.name,
                     "text": run.text,
                     "image": run.image,
+                    "clusterer": run.clusterer,
                     "seconds": round(run.seconds, 3),
                     "tsne_input": run.tsne_input,
                     "map_seed": run.map_seed,
@@ -181,9 +198,13 @@ class EvaluationReport:
                             "dims": res.dims,
                             **{f"{m}_mean": _round(res.mean(m)) for m in METRICS},
                             **{f"{m}_sd": _round(res.sd(m)) for m in METRICS},
+                            "noise_mean": _round(res.mean("noise")),
+                            "noise_sd": _round(res.sd("noise")),
                             "per_seed": [{"seed": seed, **{k: _round(v) for k, v in s.items()}}
                                          for seed, s in zip(self.config.seeds, res.per_seed)],
                             "confusion_matrix": res.confusion,
+                            # noise products per category (first seed), beside the matrix's clusters
+                            **({"confusion_noise": res.noise} if res.noise is not None else {}),
                         }
                         for space, res in run.spaces.items()
                     },
@@ -216,11 +237,11 @@ def _scale_rows(X, scale: str):
 def _reduce(X, reducer_spec: str):
     import scipy.sparse
 
-    name = reducer_spec.partition(":")[0]
-    if scipy.sparse.issparse(X) and name not in ("svd", "lsa", "pca"):
-        # Only linear reducers that accept sparse input see sparse input.
-        X = _reduce(X, "svd:n_components=100")
     reducer = create_plugin("reducer", reducer_spec)
+    if scipy.sparse.issparse(X) and not reducer.accepts_sparse:
+        # A reducer that declares no sparse support would densify a vocabulary-wide matrix:
+        # it gets the matrix's LSA (truncated SVD to 100 dimensions) instead.
+        X = _reduce(X, "svd:n_components=100")
     return np.asarray(reducer.fit_transform(X), dtype=np.float32)
 
 
@@ -249,13 +270,50 @@ def _tsne(X, seed: int, perplexity: float) -> np.ndarray:
     return np.asarray(reducer.fit_transform(X), dtype=np.float32)
 
 
-def _kmeans(X, k: int, seed: int) -> np.ndarray:
-    from sklearn.cluster import KMeans
+def _clusterer_plans(specs: Sequence[str], k: int) -> list[tuple[type, dict[str, Any]]]:
+    """Each clusterer's class and parameters, k included where it takes one; the seed is
+    added per job. Classes (not names) go to the workers, so a clusterer registered at run
+    time works in them too."""
+    plans = []
+    for spec in specs:
+        name, params = parse_plugin_spec(spec)
+        cls = get_plugin_class("clusterer", name)
+        cls.require()
+        if cls.needs_n_clusters:
+            params.setdefault("n_clusters", k)
+        cls.check_params(params)
+        plans.append((cls, params))
+    return plans
 
-    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(X)
+
+def _cluster(plan: tuple[type, dict[str, Any]], X, seed: int) -> np.ndarray:
+    cls, params = plan
+    if "random_state" in cls._get_param_names():
+        params = {**params, "random_state": seed}
+    return np.asarray(cls.create(**params).fit_predict(X), dtype=np.int64)
+
+
+def _dense(X):
+    """A dense array for clusterers without sparse support (the raw TF-IDF space, n x vocabulary)."""
+    import scipy.sparse
+
+    return X.toarray() if scipy.sparse.issparse(X) else X
 
 
 # -- the evaluator ----------------------------------------------------------------------
+
+def _runtime_params(extractor) -> dict:
+    """``{"runtime": {...}}`` for an extractor whose parameters leave a choice to the environment
+    (``backend="auto"`` resolves to onnx or torch), so results.json says what ran; else ``{}``."""
+    runtime = getattr(extractor, "runtime_params", None)
+    if not callable(runtime):
+        return {}
+    try:
+        return {"runtime": {k: repr(v) for k, v in runtime().items()}}
+    except PlaceDeMarcheError:  # cannot happen after extraction resolved it; params still say what was asked
+        return {}
+
+
 def evaluate_combinations(
     catalog: Catalog,
     text: Sequence[str] = (),
@@ -298,6 +356,7 @@ def evaluate_combinations(
     k = config.n_clusters or len(categories)
     if k >= len(catalog):
         raise PlaceDeMarcheError(f"{k} clusters for {len(catalog)} products: need more products")
+    plans = _clusterer_plans(config.clusterers, k)  # unknown clusterers fail before any extraction
 
     features: dict[tuple[str, str], Features] = {}
     for kind, specs in (("text", text), ("image", image)):
@@ -311,7 +370,7 @@ def evaluate_combinations(
         combos += [(t, i) for t in text for i in image]
 
     prepared = [_prepare_run(t, i, features, config) for t, i in combos]
-    runs = _cluster_runs(prepared, features, y, k, config, cache)
+    runs = _cluster_runs(prepared, features, y, plans, config, cache)
     runs.sort(key=lambda r: (-_nan_low(r.mean("ari")), r.name))
 
     report = EvaluationReport(
@@ -405,18 +464,25 @@ def embedding_key(run: _PreparedRun, features, config: EvaluationConfig, seed: i
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _cluster_one_seed(spaces_X: dict[str, Any], tsne_X, xy, seed: int, k: int, y: np.ndarray,
+def _cluster_one_seed(spaces_X: dict[str, Any], tsne_X, xy, seed: int, plans, y: np.ndarray,
                       cluster_on: Sequence[str], perplexity: float):
-    """One (run, seed) job: the t-SNE map unless given, then KMeans and scores per space.
-    A top-level function of plain arguments, so worker processes can run it."""
+    """One (feature combination, seed) job: the t-SNE map unless given, then every clusterer
+    in every space, and their scores. One map serves all the clusterers. A top-level function
+    of plain arguments, so worker processes can run it."""
     computed = None
     if "tsne" in cluster_on and xy is None:
         computed = xy = _tsne(tsne_X, seed, perplexity)
     labels, scores = {}, {}
     for space in cluster_on:
         X = xy if space == "tsne" else spaces_X[space]
-        labels[space] = _kmeans(X, k, seed)
-        scores[space] = score_clustering(y, labels[space], X)
+        dense = None  # densified once per space, only if a clusterer needs it
+        for c, plan in enumerate(plans):
+            given = X
+            if not plan[0].accepts_sparse:
+                dense = _dense(X) if dense is None else dense
+                given = dense
+            labels[(c, space)] = _cluster(plan, given, seed)
+            scores[(c, space)] = score_clustering(y, labels[(c, space)], X)
     return computed, labels, scores
 
 
@@ -428,9 +494,10 @@ def default_jobs() -> int:
         return os.cpu_count() or 1
 
 
-def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, k: int,
+def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, plans,
                   config: EvaluationConfig, cache: FeatureCache | None) -> list[RunResult]:
-    """Run every (run, seed) job, several at once, reusing cached t-SNE maps."""
+    """Run every (feature combination, seed) job, several at once, reusing cached t-SNE maps;
+    each job runs every clusterer. One RunResult per combination x clusterer."""
     seeds = list(config.seeds)
     jobs = [(r, seed) for r in range(len(prepared)) for seed in seeds]
     cached_xy: dict[tuple[int, int], np.ndarray] = {}
@@ -445,14 +512,15 @@ def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, k: int,
             if xy is not None and getattr(xy, "shape", None) == (len(y), 2):
                 cached_xy[(r, seed)] = np.asarray(xy, dtype=np.float32)
     n_jobs = min(config.n_jobs or default_jobs(), len(jobs))
-    # Cached maps leave only KMeans and the scores: worker start-up would cost more than it saves.
+    # Cached maps leave only the clusterers and the scores: worker start-up would cost more
+    # than it saves.
     if len(cached_xy) == len(jobs) and config.n_jobs is None:
         n_jobs = 1
 
     def call(r, seed):
         run = prepared[r]
-        return (r, seed, *_cluster_one_seed(run.spaces_X, run.tsne_X, cached_xy.get((r, seed)), seed, k, y,
-                                            config.cluster_on, config.perplexity))
+        return (r, seed, *_cluster_one_seed(run.spaces_X, run.tsne_X, cached_xy.get((r, seed)), seed, plans,
+                                            y, config.cluster_on, config.perplexity))
 
     results: dict[tuple[int, int], tuple] = {}
     started = time.perf_counter()
@@ -465,7 +533,7 @@ def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, k: int,
             parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
             outcomes = ((*jobs[index], *result) for index, result in parallel(
                 delayed(_indexed_job)(index, prepared[r].spaces_X, prepared[r].tsne_X,
-                                      cached_xy.get((r, seed)), seed, k, y, config.cluster_on,
+                                      cached_xy.get((r, seed)), seed, plans, y, config.cluster_on,
                                       config.perplexity)
                 for index, (r, seed) in enumerate(jobs)))
         for r, seed, computed, labels, scores in outcomes:
@@ -480,32 +548,44 @@ def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, k: int,
     runs = []
     n_cat = int(y.max()) + 1
     main = "tsne" if "tsne" in config.cluster_on else config.cluster_on[0]
+    # Default output keeps its names: the clusterer is named once there is a choice to tell apart.
+    named = len(config.clusterers) > 1 or tuple(config.clusterers) != ("kmeans",)
+    share = clustering_seconds / max(1, len(prepared) * len(plans))
+    first = seeds[0]
     for r, run in enumerate(prepared):
         embeddings = {seed: cached_xy.get((r, seed), results[(r, seed)][0]) for seed in seeds} \
             if "tsne" in config.cluster_on else {}
-        assignments = {space: {seed: results[(r, seed)][1][space] for seed in seeds} for space in config.cluster_on}
-        first = seeds[0]
         map_xy = embeddings.get(first)
-        if map_xy is None:  # no t-SNE space asked: a map of the first seed all the same
+        if map_xy is None:  # no t-SNE space asked: a map of the first seed all the same, once
             map_xy = _tsne(run.tsne_X, first, config.perplexity)
-        runs.append(RunResult(
-            name=run.name, text=run.text, image=run.image,
-            spaces={space: SpaceResult(space, 2 if space == "tsne" else int(run.spaces_X[space].shape[1]),
-                                       [results[(r, seed)][2][space] for seed in seeds],
-                                       matched_confusion(y, assignments[space][first], n_cat, k).tolist(),
-                                       seeds=list(seeds))
-                    for space in config.cluster_on},
-            seconds=run.seconds + clustering_seconds / max(1, len(prepared)),
-            features={spec: {"dims": int(features[(kind, spec)].matrix.shape[1]),
-                             "cached": features[(kind, spec)].from_cache,
-                             "seconds": round(features[(kind, spec)].seconds, 3),
-                             "params": {k2: repr(v) for k2, v in
-                                        features[(kind, spec)].extractor.get_params().items()}}
-                      for kind, spec in run.used},
-            map_xy=map_xy, map_clusters=assignments[main][first], tsne_input=run.tsne_input,
-            assignments=assignments, embeddings=embeddings, map_seed=first,
-            tsne_cached=sum(1 for seed in seeds if (r, seed) in cached_xy),
-        ))
+        used_features = {spec: {"dims": int(features[(kind, spec)].matrix.shape[1]),
+                                "cached": features[(kind, spec)].from_cache,
+                                "seconds": round(features[(kind, spec)].seconds, 3),
+                                "params": {k2: repr(v) for k2, v in
+                                           features[(kind, spec)].extractor.get_params().items()},
+                                **_runtime_params(features[(kind, spec)].extractor)}
+                         for kind, spec in run.used}
+        for c, (spec, (_, params)) in enumerate(zip(config.clusterers, plans)):
+            assignments = {space: {seed: results[(r, seed)][1][(c, space)] for seed in seeds}
+                           for space in config.cluster_on}
+            spaces = {}
+            for space in config.cluster_on:
+                labels = assignments[space][first]
+                asked = params.get("n_clusters")
+                n_pred = max(n_clusters_of(labels), asked if isinstance(asked, int) else 0)
+                noise = noise_counts(y, labels, n_cat)
+                spaces[space] = SpaceResult(
+                    space, 2 if space == "tsne" else int(run.spaces_X[space].shape[1]),
+                    [results[(r, seed)][2][(c, space)] for seed in seeds],
+                    matched_confusion(y, labels, n_cat, n_pred).tolist(), seeds=list(seeds),
+                    noise=noise.tolist() if noise.any() else None)
+            runs.append(RunResult(
+                name=f"{run.name} / {spec}" if named else run.name, text=run.text, image=run.image,
+                spaces=spaces, seconds=run.seconds + share, features=used_features,
+                map_xy=map_xy, map_clusters=assignments[main][first], tsne_input=run.tsne_input,
+                assignments=assignments, embeddings=embeddings, map_seed=first,
+                tsne_cached=sum(1 for seed in seeds if (r, seed) in cached_xy), clusterer=spec,
+            ))
     return runs
 
 
@@ -515,7 +595,7 @@ def _indexed_job(index: int, *args):
 
 
 def _job_label(prepared: list[_PreparedRun], jobs, done: int, n_jobs: int) -> str:
-    """Which run(s) and seed(s) are being clustered: the next jobs not finished yet."""
+    """Which feature combination(s) and seed(s) are being clustered: the next jobs not finished yet."""
     pending = jobs[done:done + n_jobs]
     if not pending:
         return "clustering: done"

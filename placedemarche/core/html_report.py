@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from .files import atomic_write_text
-from .metrics import METRICS, match_clusters
+from .metrics import METRICS, match_clusters, n_clusters_of
 from .progress import track
-from .report import DISTINCT_COLOURS, map_title, text_field_label
+from .report import DISTINCT_COLOURS, NOISE_COLOUR, map_title, text_field_label
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -72,6 +72,7 @@ def write_evaluation_html(report: "EvaluationReport", out: Path, catalog: "Catal
         ("text columns", ", ".join(info.get("text_columns") or []) or "-"),
         ("seeds", ", ".join(map(str, config.seeds))),
         ("reducer", config.reducer),
+        ("clusterers", ", ".join(config.clusterers)),
         ("clustered on", ", ".join(config.cluster_on)),
         ("t-SNE perplexity", f"{config.perplexity:g}"),
     ])
@@ -103,14 +104,16 @@ def _run_section(number: int, run: "RunResult", report: "EvaluationReport", cata
     if run.map_xy is not None and run.map_clusters is not None:
         figure, cluster_labels = _map_figure(run, report.categories, catalog)
         figures.append((f"map-{number}", figure))
-        runs_js[str(number)] = {"name": run.name, "clusters": [int(c) for c in run.map_clusters],
+        # noise (-1) points at its label, the last one
+        runs_js[str(number)] = {"name": run.name, "clusters": [int(c) if c >= 0 else len(cluster_labels) - 1
+                                                               for c in run.map_clusters],
                                 "cluster_labels": cluster_labels}
         parts.append(f'<div class="plot map" id="fig-map-{number}" data-run="{number}"></div>')
     parts.append('<div class="row">')
     for space, result in run.spaces.items():
         figures.append((f"confusion-{number}-{space}", _confusion_figure(
             np.array(result.confusion), report.categories,
-            f"KMeans on {space} (seed {report.config.seeds[0]})")))
+            f"{run.clusterer} on {space} (seed {report.config.seeds[0]})", noise=result.noise)))
         parts.append(f'<div class="plot confusion" id="fig-confusion-{number}-{space}"></div>')
     parts.append("</div>")
     grid = run.plots.get("cluster_examples")
@@ -131,13 +134,13 @@ def _map_figure(run: "RunResult", categories: list[str], catalog: "Catalog"):
     index = {c: i for i, c in enumerate(categories)}
     true = np.array([index[c] for c in catalog.labels])
     clusters = np.asarray(run.map_clusters)
-    n_clusters = int(clusters.max()) + 1
+    n_clusters = n_clusters_of(clusters)
     mapping = match_clusters(true, clusters, len(categories), n_clusters)
     palette = _palette(len(categories) + n_clusters)
     trace = _scatter_class(len(xy))
     space = run.main_space
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.04, subplot_titles=(
-        "True categories", map_title(run)))
+        "True categories", html.escape(map_title(run))))  # the title names the user's clusterer spec
     for i, category in enumerate(categories):
         members = np.flatnonzero(true == i)
         fig.add_trace(trace(x=xy[members, 0], y=xy[members, 1], customdata=members.tolist(),
@@ -151,10 +154,13 @@ def _map_figure(run: "RunResult", categories: list[str], catalog: "Catalog"):
         labels.append(f"cluster {c} → {categories[matched]}" if matched is not None
                       else f"cluster {c} (unmatched)")
     order = sorted(range(n_clusters), key=lambda c: mapping.get(c, len(categories) + c))
+    if (clusters < 0).any():  # noise: the last label, drawn last, in grey
+        labels.append("noise (in no cluster)")
+        order.append(-1)
     for c in order:
         members = np.flatnonzero(clusters == c)
         matched = mapping.get(c)
-        colour = palette[matched if matched is not None else len(categories) + c]
+        colour = palette[matched if matched is not None else len(categories) + c] if c >= 0 else NOISE_COLOUR
         fig.add_trace(trace(x=xy[members, 0], y=xy[members, 1], customdata=members.tolist(),
                             mode="markers", name=html.escape(labels[c]), legendgroup="clusters",
                             legendgrouptitle_text="cluster" if c == order[0] else None,
@@ -175,8 +181,9 @@ def _scatter_class(points: int):
     return go.Scattergl if points > WEBGL_ABOVE_POINTS else go.Scatter
 
 
-def _confusion_figure(matrix: np.ndarray, categories: list[str], title: str):
-    """Heatmap of true category x cluster, each cluster named after its matched category."""
+def _confusion_figure(matrix: np.ndarray, categories: list[str], title: str, noise=None):
+    """Heatmap of true category x cluster, each cluster named after its matched category;
+    ``noise`` (products in no cluster, per category) is a last column."""
     import plotly.graph_objects as go
     from scipy.optimize import linear_sum_assignment
 
@@ -185,6 +192,9 @@ def _confusion_figure(matrix: np.ndarray, categories: list[str], title: str):
     matched = dict(zip(cols.tolist(), rows.tolist()))
     columns = [f"{j + 1}: {categories[matched[j]]}" if j in matched else f"{j + 1}: unmatched"
                for j in range(n_pred)]
+    if noise is not None:
+        matrix = np.column_stack([matrix.reshape(n_true, n_pred), np.asarray(noise)])
+        columns.append("noise")
     return _heatmap(go, matrix, [html.escape(c) for c in columns], [html.escape(c) for c in categories],
                     title, "cluster (named after its matched category)", "true category")
 
@@ -224,15 +234,19 @@ def _min_ari(report: "EvaluationReport") -> float:
 def _ranked_table(report: "EvaluationReport") -> str:
     spaces = list(report.config.cluster_on)
     main = report.runs[0].main_space if report.runs else spaces[0]
-    head = ["#", "run", "text", "image", *[f"ARI {s}" for s in spaces],
-            *[f"{METRIC_TITLES[m]} ({main})" for m in METRICS if m != "ari"], "seconds"]
+    noisy = any(r.mean("noise", s) > 0 for r in report.runs for s in r.spaces)
+    head = ["#", "run", "text", "image", "clusterer", *[f"ARI {s}" for s in spaces],
+            *[f"{METRIC_TITLES[m]} ({main})" for m in METRICS if m != "ari"],
+            *([f"noise ({main})"] if noisy else []), "seconds"]
     rows = []
     for number, run in enumerate(report.runs):
         cells = [_td(str(number + 1), number + 1),
                  f'<td><a href="#run-{number}">{html.escape(run.name)}</a></td>',
-                 _td(run.text or "-"), _td(run.image or "-"),
+                 _td(run.text or "-"), _td(run.image or "-"), _td(run.clusterer),
                  *[_td(_pm(run.mean("ari", s), run.sd("ari", s)), run.mean("ari", s)) for s in spaces],
                  *[_td(_pm(run.mean(m, main), run.sd(m, main)), run.mean(m, main)) for m in METRICS if m != "ari"],
+                 *([_td(_pm(run.mean("noise", main), run.sd("noise", main)), run.mean("noise", main))]
+                   if noisy else []),
                  _td(f"{run.seconds:.1f}", run.seconds)]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return _table(head, rows)

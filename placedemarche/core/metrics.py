@@ -1,5 +1,17 @@
 """Clustering scores against true categories: ARI, NMI, homogeneity, completeness,
-silhouette, and accuracy after matching clusters to categories (Hungarian algorithm)."""
+silhouette, and accuracy after matching clusters to categories (Hungarian algorithm).
+
+Noise (label ``-1``, products a clusterer such as HDBSCAN puts in no cluster) is scored so
+that leaving a product out is never rewarded:
+
+- ARI, NMI, homogeneity and completeness: each noise product is a cluster of its own (a
+  singleton), so it agrees with no other product of its category;
+- matched accuracy: noise is matched to no category, so it counts as wrong; clusters are
+  matched on the clustered products only;
+- silhouette: computed on the clustered products only (a noise point has no cluster to be
+  near); it is not a score against the categories, so it is the one that ignores noise;
+- ``noise``: the fraction of products labelled noise, reported beside the scores.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +22,39 @@ import numpy as np
 METRICS = ("ari", "nmi", "homogeneity", "completeness", "silhouette", "matched_accuracy")
 
 
+#: Label of a product in no cluster.
+NOISE = -1
+
+
 def contingency(true: Sequence[int], pred: Sequence[int], n_true: int, n_pred: int) -> np.ndarray:
+    """Counts of true category x cluster; noise (label -1) is in no column."""
+    true, pred = np.asarray(true), np.asarray(pred)
+    clustered = pred >= 0
     table = np.zeros((n_true, n_pred), dtype=np.int64)
-    np.add.at(table, (np.asarray(true), np.asarray(pred)), 1)
+    np.add.at(table, (true[clustered], pred[clustered]), 1)
     return table
+
+
+def noise_counts(true: Sequence[int], pred: Sequence[int], n_true: int) -> np.ndarray:
+    """Noise products per true category."""
+    true, pred = np.asarray(true), np.asarray(pred)
+    return np.bincount(true[pred < 0], minlength=n_true)[:n_true]
+
+
+def n_clusters_of(pred: Sequence[int]) -> int:
+    """Number of cluster labels used (0 .. max), noise aside."""
+    pred = np.asarray(pred)
+    return int(pred.max()) + 1 if pred.size and pred.max() >= 0 else 0
+
+
+def _noise_as_singletons(pred: np.ndarray) -> np.ndarray:
+    """Each noise product gets a cluster of its own, after the real clusters."""
+    noise = pred < 0
+    if not noise.any():
+        return pred
+    pred = pred.copy()
+    pred[noise] = n_clusters_of(pred) + np.arange(int(noise.sum()))
+    return pred
 
 
 def match_clusters(true: Sequence[int], pred: Sequence[int], n_true: int, n_pred: int) -> dict[int, int]:
@@ -37,22 +78,30 @@ def matched_confusion(true: Sequence[int], pred: Sequence[int], n_true: int, n_p
 
 
 def score_clustering(true: Sequence[int], pred: Sequence[int], X=None) -> dict[str, float]:
+    """The :data:`METRICS` of one clustering, and ``noise`` (the fraction labelled -1),
+    with noise scored as the module docstring says."""
     from sklearn import metrics
 
     true = np.asarray(true)
     pred = np.asarray(pred)
     n_true = int(true.max()) + 1
-    n_pred = int(pred.max()) + 1
+    n_pred = n_clusters_of(pred)
     mapping = match_clusters(true, pred, n_true, n_pred)
-    matched = np.array([mapping.get(int(c), -1) for c in pred])
+    matched = np.array([mapping.get(int(c), -1) for c in pred])  # noise -> -1: never right
+    singletons = _noise_as_singletons(pred)
+    clustered = pred >= 0
     scores = {
-        "ari": metrics.adjusted_rand_score(true, pred),
-        "nmi": metrics.normalized_mutual_info_score(true, pred),
-        "homogeneity": metrics.homogeneity_score(true, pred),
-        "completeness": metrics.completeness_score(true, pred),
+        "ari": metrics.adjusted_rand_score(true, singletons),
+        "nmi": metrics.normalized_mutual_info_score(true, singletons),
+        "homogeneity": metrics.homogeneity_score(true, singletons),
+        "completeness": metrics.completeness_score(true, singletons),
         "matched_accuracy": float(np.mean(matched == true)),
         "silhouette": float("nan"),
+        "noise": float(np.mean(~clustered)),
     }
-    if X is not None and 1 < len(set(pred.tolist())) < len(pred):
-        scores["silhouette"] = metrics.silhouette_score(X, pred, random_state=0)
+    kept = pred[clustered]
+    if X is not None and 1 < len(set(kept.tolist())) < len(kept):
+        if not clustered.all():
+            X = X[np.flatnonzero(clustered)]
+        scores["silhouette"] = metrics.silhouette_score(X, kept, random_state=0)
     return {k: float(v) for k, v in scores.items()}

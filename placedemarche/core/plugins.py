@@ -40,6 +40,18 @@ DEFAULT_PLUGINS = (
     "placedemarche.plugins.reducers.svd",
     "placedemarche.plugins.reducers.tsne",
     "placedemarche.plugins.reducers.umap",
+    "placedemarche.plugins.clusterers.kmeans",
+    "placedemarche.plugins.clusterers.agglomerative",
+    "placedemarche.plugins.clusterers.gmm",
+    "placedemarche.plugins.clusterers.spectral",
+    "placedemarche.plugins.clusterers.hdbscan",
+    "placedemarche.plugins.classifiers.logreg",
+    "placedemarche.plugins.classifiers.linear_svm",
+    "placedemarche.plugins.classifiers.svm",
+    "placedemarche.plugins.classifiers.random_forest",
+    "placedemarche.plugins.classifiers.knn",
+    "placedemarche.plugins.classifiers.mlp",
+    "placedemarche.plugins.classifiers.hist_gb",
     "placedemarche.plugins.sources.openfoodfacts",
     "placedemarche.plugins.sources.edamam",
 )
@@ -305,7 +317,8 @@ def _split_params(text: str) -> list[str]:
 def check_specs(specs: Mapping[str, Iterable[str]]) -> None:
     """Check every requested plugin before any work starts, and report all problems at once.
 
-    ``specs`` maps a kind to spec strings, e.g. ``{"text": ["use"], "image": ["nasnet"]}``.
+    ``specs`` maps a kind (any of :data:`KINDS`) to spec strings, e.g.
+    ``{"text": ["use"], "image": ["nasnet"], "clusterer": ["kmeans", "hdbscan"]}``.
     Each spec must parse, name a registered plugin, have its dependencies installed and use
     only parameters the plugin accepts. One problem is raised as is; several are joined into
     one line, raised as their common error class (else :class:`PluginConfigError`), so a run

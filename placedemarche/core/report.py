@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .files import atomic_write_text, atomic_writer
-from .metrics import METRICS, match_clusters
+from .metrics import METRICS, match_clusters, n_clusters_of
 
 if TYPE_CHECKING:
     from .catalog import Catalog
@@ -38,14 +38,14 @@ def write_evaluation_report(report: "EvaluationReport", out: Path, catalog: "Cat
         if run.map_xy is not None:
             run.plots["map"] = f"{base}_map.png"
             plot_map(run, report.categories, catalog, out / run.plots["map"])
-        if run.image is not None and run.map_clusters is not None:
+        if run.image is not None and run.map_clusters is not None and n_clusters_of(run.map_clusters):
             run.plots["cluster_examples"] = f"{base}_cluster_examples.png"
             plot_cluster_examples(run, report.categories, catalog, out / run.plots["cluster_examples"])
         space = run.main_space
         run.plots["confusion"] = f"{base}_confusion_{space}.png"
         plot_confusion(np.array(run.spaces[space].confusion), report.categories,
-                       f"{run.name} - KMeans on {space}, seed {report.config.seeds[0]}",
-                       out / run.plots["confusion"])
+                       f"{run.name} - {run.clusterer} on {space}, seed {report.config.seeds[0]}",
+                       out / run.plots["confusion"], noise=run.spaces[space].noise)
     report.files["summary_plot"] = "ari_by_run.png"
     plot_summary(report, out / "ari_by_run.png")
     report.files["json"] = "results.json"
@@ -85,14 +85,14 @@ def results_csv(report: "EvaluationReport") -> str:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["run", "text", "image", "space", "dims", "seeds", "text_field",
-                     *[f"{m}_{stat}" for m in METRICS for stat in ("mean", "sd")]])
+    writer.writerow(["run", "text", "image", "clusterer", "space", "dims", "seeds", "text_field",
+                     *[f"{m}_{stat}" for m in (*METRICS, "noise") for stat in ("mean", "sd")]])
     for run in report.runs:
         for space, res in run.spaces.items():
             writer.writerow([
-                run.name, run.text or "", run.image or "", space, res.dims, len(res.per_seed),
+                run.name, run.text or "", run.image or "", run.clusterer, space, res.dims, len(res.per_seed),
                 report.config.text_field if run.text else "",
-                *[_fmt(v) for m in METRICS for v in (res.mean(m), res.sd(m))],
+                *[_fmt(v) for m in (*METRICS, "noise") for v in (res.mean(m), res.sd(m))],
             ])
     return buffer.getvalue()
 
@@ -134,7 +134,7 @@ def _wrap(text: str, width: int = 16, lines: int = 2) -> str:
 
 
 def plot_map(run: "RunResult", categories: list[str], catalog: "Catalog", path: Path) -> None:
-    """Side-by-side 2-D t-SNE maps coloured by true category and by KMeans cluster."""
+    """Side-by-side 2-D t-SNE maps coloured by true category and by the run's clusters."""
     plt = _pyplot()
     fig = map_figure(run, categories, catalog)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -144,9 +144,15 @@ def plot_map(run: "RunResult", categories: list[str], catalog: "Catalog", path: 
 def map_title(run: "RunResult") -> str:
     """The cluster panel plots one seed's clusters: its title gives that seed's ARI, the mean apart."""
     space = run.main_space
-    return (f"KMeans clusters ({space}), seed {run.map_seed}: ARI "
+    noise = run.seed_score("noise", run.map_seed, space)
+    return (f"{run.clusterer} clusters ({space}), seed {run.map_seed}: ARI "
             f"{run.seed_score('ari', run.map_seed, space):.3f} (mean of "
-            f"{len(run.spaces[space].per_seed)} seeds {run.mean('ari', space):.3f})")
+            f"{len(run.spaces[space].per_seed)} seeds {run.mean('ari', space):.3f})"
+            + (f", noise {noise:.0%}" if noise > 0 else ""))
+
+
+#: Colour of noise points (in no cluster) on the maps.
+NOISE_COLOUR = "#c8c8c8"
 
 
 def map_figure(run: "RunResult", categories: list[str], catalog: "Catalog"):
@@ -154,7 +160,7 @@ def map_figure(run: "RunResult", categories: list[str], catalog: "Catalog"):
     xy = run.map_xy
     index = {c: i for i, c in enumerate(categories)}
     true = np.array([index[c] for c in catalog.labels])
-    n_clusters = int(run.map_clusters.max()) + 1
+    n_clusters = n_clusters_of(run.map_clusters)
     colours = _category_colours(len(categories) + n_clusters)
     # A cluster takes the colour of the category it is matched to, so both panels compare at a glance.
     mapping = match_clusters(true, run.map_clusters, len(categories), n_clusters)
@@ -164,11 +170,15 @@ def map_figure(run: "RunResult", categories: list[str], catalog: "Catalog"):
         axes[0].scatter(xy[mask, 0], xy[mask, 1], s=9, color=colours[i], label=category, alpha=0.8)
     axes[0].set_title("True categories")
     _legend_outside(axes[0])
-    for c in sorted(set(run.map_clusters.tolist()), key=lambda c: mapping.get(c, len(categories) + c)):
+    # matched clusters in category order, then unmatched ones, noise (-1) last
+    for c in sorted(set(run.map_clusters.tolist()),
+                    key=lambda c: mapping.get(c, len(categories) + c) if c >= 0 else len(categories) + n_clusters):
         mask = run.map_clusters == c
         matched = mapping.get(c)
         label = f"cluster {c} -> {categories[matched]}" if matched is not None else f"cluster {c} (unmatched)"
         colour = colours[matched if matched is not None else len(categories) + c]
+        if c < 0:
+            label, colour = "noise (in no cluster)", NOISE_COLOUR
         axes[1].scatter(xy[mask, 0], xy[mask, 1], s=9, color=colour, label=label, alpha=0.8)
     axes[1].set_title(map_title(run))
     _legend_outside(axes[1])
@@ -181,19 +191,24 @@ def map_figure(run: "RunResult", categories: list[str], catalog: "Catalog"):
 
 
 def plot_confusion(matrix: np.ndarray, categories: list[str], title: str, path: Path,
-                   xlabel: str = "cluster (named after its matched category)") -> None:
+                   xlabel: str = "cluster (named after its matched category)", noise=None) -> None:
     """True category (rows) x predicted column counts. The clustering study's columns are
-    clusters matched to categories (Hungarian); a classifier passes ``xlabel="predicted category"``."""
+    clusters matched to categories (Hungarian); a classifier passes ``xlabel="predicted category"``.
+    ``noise`` (products in no cluster, per category) is drawn as a last column."""
     plt = _pyplot()
     n_true, n_pred = matrix.shape
+    if noise is not None:
+        matrix = np.column_stack([matrix.reshape(n_true, n_pred), np.asarray(noise)])
     # Square cells of a constant size: a figure sized to the matrix, not padded to a minimum,
     # and a tight bounding box that takes in the tick labels and title wherever they reach.
     cell = 0.5
-    fig, ax = plt.subplots(figsize=(cell * n_pred + 0.6, cell * n_true + 0.6))
+    fig, ax = plt.subplots(figsize=(cell * matrix.shape[1] + 0.6, cell * n_true + 0.6))
     ax.imshow(matrix, cmap="Blues")
     ax.set_yticks(range(n_true), categories, fontsize=8)
     cluster_names = [categories[i] if i < n_true else f"extra {i - n_true + 1}" for i in range(n_pred)]
-    ax.set_xticks(range(n_pred), cluster_names, rotation=40, ha="right", fontsize=8)
+    if noise is not None:
+        cluster_names.append("noise")
+    ax.set_xticks(range(len(cluster_names)), cluster_names, rotation=40, ha="right", fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("true category")
     threshold = matrix.max() / 2 if matrix.size else 0
@@ -237,7 +252,7 @@ def plot_cluster_examples(run: "RunResult", categories: list[str], catalog: "Cat
     index = {c: i for i, c in enumerate(categories)}
     true = np.array([index[c] for c in catalog.labels])
     clusters = run.map_clusters
-    n_clusters = int(clusters.max()) + 1
+    n_clusters = n_clusters_of(clusters)  # noise (-1) gets no row
     mapping = match_clusters(true, clusters, len(categories), n_clusters)
     order = sorted(range(n_clusters), key=lambda c: mapping.get(c, len(categories) + c))
     rng = np.random.default_rng(seed)

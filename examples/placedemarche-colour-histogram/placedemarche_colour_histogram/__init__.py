@@ -1,10 +1,11 @@
-"""Example placedemarche plugins: an HSV colour histogram and hashed character n-grams."""
+"""Example placedemarche plugins: an HSV colour histogram, hashed character n-grams, a
+quantile-bins clusterer and a nearest-centroid classifier head."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from placedemarche import ImageExtractor, TextExtractor, hookimpl
+from placedemarche import Classifier, Clusterer, ImageExtractor, TextExtractor, hookimpl
 from placedemarche.core.errors import ImageReadError
 from placedemarche.core.progress import track
 
@@ -73,6 +74,77 @@ class CharNgramExtractor(TextExtractor):
         return vectorizer.transform(list(X))
 
 
+class NearestCentroidHead(Classifier):
+    """A classifier head: each category is the mean of its training rows (its centroid), and
+    a product's probabilities are the softmax of its negative Euclidean distances to the
+    centroids. numpy only, sparse input accepted: an example of the classifier contract
+    (``fit(X, y)``, ``classes_``, ``predict_proba(X)`` in ``classes_`` order).
+
+    Args:
+        temperature: softmax temperature (lower: more confident probabilities).
+
+    Usage::
+
+        proba = NearestCentroidHead().fit(X, y).predict_proba(X_new)
+        # pm train --text tfidf --classifier nearest-centroid:temperature=0.5
+    """
+
+    name = "nearest-centroid"
+    description = "Nearest category centroid, softmax of distances (example third-party plugin)"
+
+    def __init__(self, temperature: float = 1.0):
+        self.temperature = temperature
+
+    def fit(self, X, y):
+        y = np.asarray(y)
+        self.classes_ = np.unique(y)
+        self.centroids_ = np.vstack([np.asarray(X[y == c].mean(axis=0)).ravel() for c in self.classes_])
+        return self
+
+    def predict_proba(self, X):
+        squared = X.multiply(X).sum(axis=1) if hasattr(X, "multiply") else np.square(X).sum(axis=1)
+        d2 = (np.asarray(squared).reshape(-1, 1) - 2 * np.asarray(X @ self.centroids_.T)
+              + np.square(self.centroids_).sum(axis=1))
+        logits = -np.sqrt(np.maximum(d2, 0.0)) / self.temperature
+        logits -= logits.max(axis=1, keepdims=True)  # exp() of large negatives only: no overflow
+        proba = np.exp(logits)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+
+class QuantileBinsClusterer(Clusterer):
+    """Projects the products on their first principal axis and cuts it into ``n_clusters``
+    bins holding equally many products. Deterministic, numpy only: an example of the
+    clusterer contract (``fit_predict(X) -> labels``), not a method to use.
+
+    Args:
+        n_clusters: number of bins (the evaluator passes the number of categories).
+
+    Usage::
+
+        labels = QuantileBinsClusterer(n_clusters=3).fit_predict(X)
+    """
+
+    name = "quantile-bins"
+    description = "Equal-count bins along the first principal axis (example third-party plugin)"
+
+    def __init__(self, n_clusters: int = 8):
+        self.n_clusters = n_clusters
+
+    def fit_predict(self, X, y=None):
+        X = np.asarray(X, dtype=np.float64)
+        centred = X - X.mean(axis=0)
+        axis = np.linalg.svd(centred, full_matrices=False)[2][0]
+        projection = centred @ axis
+        ranks = np.argsort(np.argsort(projection, kind="stable"), kind="stable")
+        self.labels_ = (ranks * self.n_clusters // len(ranks)).astype(np.int64)
+        return self.labels_
+
+
+@hookimpl
+def register_clusterers(register):
+    register(QuantileBinsClusterer)
+
+
 @hookimpl
 def register_image_extractors(register):
     register(ColourHistogramExtractor)
@@ -81,3 +153,8 @@ def register_image_extractors(register):
 @hookimpl
 def register_text_extractors(register):
     register(CharNgramExtractor)
+
+
+@hookimpl
+def register_classifiers(register):
+    register(NearestCentroidHead)

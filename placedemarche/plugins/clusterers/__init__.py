@@ -1,0 +1,1 @@
+"""Built-in clusterer plugins: kmeans, agglomerative (Ward), gmm, spectral and hdbscan."""

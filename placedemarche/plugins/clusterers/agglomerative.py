@@ -1,0 +1,42 @@
+"""The `agglomerative` clusterer: hierarchical clustering with Ward linkage."""
+
+from __future__ import annotations
+
+from placedemarche import Clusterer, hookimpl
+
+
+class AgglomerativeClusterer(Clusterer):
+    """Bottom-up hierarchical clustering, merging the pair of clusters that least increases
+    the within-cluster variance (Ward linkage, Euclidean distances). Deterministic: it takes
+    no seed. Memory and time grow with the square of the number of rows (fine to a few
+    ten thousand products).
+
+    Args:
+        n_clusters: number of clusters (the evaluator passes the number of categories).
+        linkage: ``ward``, ``complete``, ``average`` or ``single``.
+
+    Usage::
+
+        labels = AgglomerativeClusterer(n_clusters=7).fit_predict(X)
+    """
+
+    name = "agglomerative"
+    aliases = ("ward",)
+    description = "Hierarchical clustering, Ward linkage (deterministic)"
+    requires = ("sklearn",)
+
+    def __init__(self, n_clusters: int = 8, linkage: str = "ward"):
+        self.n_clusters = n_clusters
+        self.linkage = linkage
+
+    def fit_predict(self, X, y=None):
+        from sklearn.cluster import AgglomerativeClustering
+
+        self.model_ = AgglomerativeClustering(n_clusters=self.n_clusters, linkage=self.linkage)
+        self.labels_ = self.model_.fit_predict(X)
+        return self.labels_
+
+
+@hookimpl
+def register_clusterers(register):
+    register(AgglomerativeClusterer)
