@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from placedemarche import TextExtractor, hookimpl
+from placedemarche import Classifier, Clusterer, TextExtractor, hookimpl
 from placedemarche.cli.main import cli
 from placedemarche.core import plugins
 from placedemarche.core.errors import MissingDependencyError, PluginConfigError, UnknownPluginError
@@ -305,13 +306,115 @@ def test_example_third_party_package_is_installed_and_listed():
     assert rows["char-ngrams"]["kind"] == "text"
 
 
-def test_listing_extractors_imports_no_heavy_library():
+@pytest.mark.parametrize("command", [["list-extractors"], ["list"]])
+def test_listing_plugins_imports_no_heavy_library(command):
     code = ("import sys; from click.testing import CliRunner; from placedemarche.cli.main import cli;"
-            "r = CliRunner().invoke(cli, ['list-extractors']); assert r.exit_code == 0, r.output;"
+            f"r = CliRunner().invoke(cli, {command!r}); assert r.exit_code == 0, r.output;"
             "heavy = [m for m in ('tensorflow', 'torch', 'keras', 'sklearn', 'gensim', 'cv2',"
-            " 'sentence_transformers', 'tensorflow_hub') if m in sys.modules]; print(heavy)")
+            " 'sentence_transformers', 'tensorflow_hub', 'hdbscan', 'umap') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+class _GroupsByRow(Clusterer):
+    name = "every-row"
+    description = "One cluster per row [bold]not markup[/bold]"
+
+    def fit_predict(self, X, y=None):
+        return np.arange(X.shape[0])
+
+
+class _MajorityHead(Classifier):
+    name = "majority-test"
+    description = "Always the most frequent class"
+    requires = ("placedemarche_no_such_module",)
+
+
+class _ListedPlugins:
+    @staticmethod
+    @hookimpl
+    def register_clusterers(register):
+        register(_GroupsByRow)
+
+    @staticmethod
+    @hookimpl
+    def register_classifiers(register):
+        register(_MajorityHead)
+
+
+@pytest.fixture
+def clusterer_and_head():
+    name = plugins.register_plugin(_ListedPlugins, name="listed-plugins", provider="tests [extra]")
+    yield
+    plugins.unregister_plugin(name)
+
+
+def test_pm_list_shows_every_kind_with_provider_and_status(clusterer_and_head):
+    result = CliRunner().invoke(cli, ["list"])
+    assert result.exit_code == 0, result.output
+    for title in ("Text extractors", "Image extractors", "Reducers", "Sources", "Clusterers", "Classifier heads"):
+        assert title in result.output, title
+    for name in ("tfidf", "sift", "svd (lsa)", "openfoodfacts", "every-row", "majority-test"):
+        assert name in result.output, name
+    # user strings are shown verbatim, not read as rich markup
+    assert "[bold]not markup[/bold]" in result.output and "tests [extra]" in result.output
+    assert "pip install placedemarche_no_such_module" in result.output
+    rows = json.loads(CliRunner().invoke(cli, ["list", "--json"]).output)
+    assert {row["kind"] for row in rows} == set(plugins.KINDS)
+
+
+def test_pm_list_one_kind(clusterer_and_head):
+    result = CliRunner().invoke(cli, ["list", "clusterer"])
+    assert result.exit_code == 0, result.output
+    assert "Clusterers" in result.output and "every-row" in result.output
+    assert "tfidf" not in result.output and "Reducers" not in result.output
+    rows = json.loads(CliRunner().invoke(cli, ["list", "classifiers", "--json"]).output)  # plurals too
+    assert {row["kind"] for row in rows} == {"classifier"}
+    head = next(row for row in rows if row["name"] == "majority-test")
+    assert head["provider"] == "tests [extra]" and not head["available"]
+
+
+def test_pm_list_unknown_kind_is_a_one_line_error():
+    result = CliRunner().invoke(cli, ["list", "extractorz"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "unknown plugin kind 'extractorz'" in lines[0]
+    assert all(kind in lines[0] for kind in plugins.KINDS), lines[0]
+
+
+def test_list_aliases_keep_their_output():
+    assert (CliRunner().invoke(cli, ["list-reducers", "--json"]).output
+            == CliRunner().invoke(cli, ["list", "reducer", "--json"]).output)
+    extractors = json.loads(CliRunner().invoke(cli, ["list-extractors", "--json"]).output)
+    assert {row["kind"] for row in extractors} == {"text", "image"}
+    table = CliRunner().invoke(cli, ["list-extractors"]).output
+    assert "Extractors" in table and "modality" in table
+
+
+def test_the_core_imports_no_plugin_module():
+    """Helpers the core and plugins share live in the core (core/runtime.py): a plugin module
+    may be absent or fail to load, and the core must not depend on one."""
+    import ast
+    from pathlib import Path
+
+    import placedemarche.core
+
+    core = Path(placedemarche.core.__file__).parent
+    offenders = []
+    for path in core.rglob("*.py"):
+        package = ["placedemarche", "core", *path.parent.relative_to(core).parts]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                names = [".".join([*base, node.module] if node.module else base)]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            offenders += [f"{path.relative_to(core)}:{node.lineno} {name}"
+                          for name in names if name.startswith("placedemarche.plugins")]
+    assert not offenders, offenders
 
 
 def test_example_third_party_plugins_run_in_pm_evaluate(tiny_catalog, tmp_path):

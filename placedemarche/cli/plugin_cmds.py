@@ -1,4 +1,5 @@
-"""`pm list-extractors`, `pm list-reducers`, `pm plugins`: what is installed and usable."""
+"""`pm list [KIND]` (and its aliases `pm list-extractors`, `pm list-reducers`), `pm plugins`:
+what is installed and usable."""
 
 from __future__ import annotations
 
@@ -47,6 +48,33 @@ def _render_plugins(rows: list[dict], title: str) -> None:
     _print_failure_hint()
 
 
+def _kind_title(kind: str) -> str:
+    from ..core.plugins import KINDS
+
+    return KINDS[kind][1].capitalize() + "s"  # "Text extractors", "Classifier heads"
+
+
+def _render_by_kind(rows: list[dict], kinds: tuple[str, ...]) -> None:
+    """One table per kind, in the order of ``kinds``; a kind nothing registers says so."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from .render import console
+
+    for kind in kinds:
+        of_kind = [row for row in rows if row["kind"] == kind]
+        table = Table(title=_kind_title(kind),
+                      caption=None if of_kind else f"no {_kind_title(kind).lower()} registered")
+        for column in ("name", "description", "provider", "status"):
+            table.add_column(column)
+        for row in of_kind:
+            name = row["name"] + (f" ({', '.join(row['aliases'])})" if row["aliases"] else "")
+            status = Text("available", style="green") if row["available"] else Text(row["install"], style="yellow")
+            table.add_row(Text(name), Text(row["description"]), Text(row["provider"]), status)
+        console.print(table)
+    _print_failure_hint()
+
+
 def _print_failure_hint() -> None:
     from rich.markup import escape
 
@@ -60,11 +88,39 @@ def _print_failure_hint() -> None:
             + escape(", ".join(f.plugin for f in failures)) + " (details: pm plugins)", highlight=False)
 
 
+def _parse_kind(kind: str) -> str:
+    """The kind named on the command line; plurals are accepted (`pm list reducers`)."""
+    from ..core.errors import UnknownPluginError
+    from ..core.plugins import KINDS
+
+    for candidate in (kind, kind[:-1] if kind.endswith("s") else kind):
+        if candidate in KINDS:
+            return candidate
+    raise UnknownPluginError(f"unknown plugin kind '{kind}': choose one of {', '.join(KINDS)}")
+
+
+@click.command("list")
+@click.argument("kind", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def list_plugins(kind, as_json):
+    """List the plugins of every kind, or of one KIND (text, image, reducer, source, clusterer,
+    classifier), with their provider and what to install for unavailable ones."""
+    from ..core.plugins import KINDS
+
+    kinds = (_parse_kind(kind),) if kind else tuple(KINDS)
+    rows = _plugin_rows(kinds)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _render_by_kind(rows, kinds)
+
+
 @click.command("list-extractors")
 @click.option("--modality", type=click.Choice(["text", "image"]), help="Only this modality.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_extractors(modality, as_json):
-    """List text and image extractors, and what to install for unavailable ones."""
+    """List text and image extractors, and what to install for unavailable ones (as `pm list text`
+    and `pm list image`, in one table)."""
     rows = _plugin_rows((modality,) if modality else ("text", "image"))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -75,7 +131,7 @@ def list_extractors(modality, as_json):
 @click.command("list-reducers")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def list_reducers(as_json):
-    """List dimensionality reducers (PCA, SVD, t-SNE, ...)."""
+    """List dimensionality reducers (PCA, SVD, t-SNE, ...); the same as `pm list reducer`."""
     rows = _plugin_rows(("reducer",))
     if as_json:
         click.echo(json.dumps(rows, indent=2))

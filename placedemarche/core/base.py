@@ -1,4 +1,5 @@
-"""The abstract plugin classes: scikit-learn style extractors, reducers, and sources.
+"""The abstract plugin classes: scikit-learn style extractors, reducers, clusterers, classifier
+heads, and sources; capabilities are class attributes the core reads (``accepts_sparse``, ...).
 
 scikit-learn itself is not imported here: ``import sklearn.base`` costs over a second
 (it pulls in scipy.stats and pandas), and listing plugins must stay instant. The classes
@@ -216,12 +217,14 @@ class ImageExtractor(_Transformer):
 class Reducer(_Transformer):
     """Reduces a feature matrix to ``n_components`` columns (PCA, SVD, t-SNE, ...).
 
-    Reducers that cannot transform new points (t-SNE) set ``can_transform = False`` and
-    are only used through ``fit_transform``.
+    ``accepts_sparse``: the reducer works on a scipy sparse matrix (TF-IDF, bag of words)
+    without densifying it. The evaluator gives any other reducer the matrix's truncated SVD
+    (LSA, 100 dimensions) instead. The evaluator only calls ``fit_transform``, so a reducer
+    that cannot place new points (t-SNE) may raise in ``transform``.
     """
 
     kind = "reducer"
-    can_transform: ClassVar[bool] = True
+    accepts_sparse: ClassVar[bool] = False
 
 
 class Clusterer(PluginBase):

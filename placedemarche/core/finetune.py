@@ -117,7 +117,7 @@ class BackboneSplit:
                 f"image extractor '{getattr(backbone, 'name', backbone)}' is not a Keras backbone: "
                 "fine-tuning needs one of vgg16, resnet50, efficientnetb0, nasnetmobile, mobilenet, "
                 "mobilenetv2")
-        from ..plugins.image.keras_cnn import quiet_tensorflow
+        from .runtime import quiet_tensorflow
 
         quiet_tensorflow()
         import keras
@@ -292,7 +292,7 @@ class FineTunedImageModel:
 
     @classmethod
     def load(cls, backbone, path: Path) -> "FineTunedImageModel":
-        from ..plugins.image.keras_cnn import quiet_tensorflow
+        from .runtime import quiet_tensorflow
 
         quiet_tensorflow()
         import keras

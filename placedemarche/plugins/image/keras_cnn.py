@@ -18,16 +18,11 @@ import numpy as np
 from placedemarche import ImageExtractor, hookimpl
 from placedemarche.core.errors import PlaceDeMarcheError
 from placedemarche.core.progress import task
+from placedemarche.core.runtime import quiet_tensorflow
 
 
 class WeightsUnavailableError(PlaceDeMarcheError):
     """Pretrained weights are neither in the Keras cache nor downloadable."""
-
-
-def quiet_tensorflow() -> None:
-    """Hide TensorFlow's C++ start-up chatter (CUDA probing on CPU machines); TF_CPP_MIN_LOG_LEVEL
-    set by the user wins. Real failures still surface as Python exceptions."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def keras_cache_dir() -> Path:

@@ -24,6 +24,7 @@ class PCAReducer(Reducer):
 
     name = "pca"
     description = "Principal component analysis (truncated SVD on sparse input)"
+    accepts_sparse = True  # a truncated SVD, never a densified matrix
 
     def __init__(self, n_components: int | float = 50, whiten: bool = False, random_state: int = 0):
         self.n_components = n_components

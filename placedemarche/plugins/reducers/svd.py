@@ -20,6 +20,7 @@ class SVDReducer(Reducer):
     name = "svd"
     aliases = ("lsa",)
     description = "Truncated SVD (latent semantic analysis on sparse text features)"
+    accepts_sparse = True
 
     def __init__(self, n_components: int = 100, random_state: int = 0):
         self.n_components = n_components

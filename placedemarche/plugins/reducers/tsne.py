@@ -38,7 +38,6 @@ class TSNEReducer(Reducer):
     name = "tsne"
     aliases = ("t-sne",)
     description = "t-SNE neighbour embedding (openTSNE; 2-D maps; no transform for new points)"
-    can_transform = False
     cache_version = "2"  # openTSNE by default
 
     def __init__(self, n_components: int = 2, perplexity: float = 30.0, init: str = "pca",

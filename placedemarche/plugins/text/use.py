@@ -47,7 +47,7 @@ class UniversalSentenceEncoderExtractor(TextExtractor):
             handle = str(Path(handle).expanduser())
             if not Path(handle).is_dir():
                 raise PlaceDeMarcheError(f"use: SavedModel directory not found: {handle}")
-        from placedemarche.plugins.image.keras_cnn import quiet_tensorflow
+        from placedemarche.core.runtime import quiet_tensorflow
 
         quiet_tensorflow()
         import tensorflow_hub as hub
