@@ -15,7 +15,8 @@ from placedemarche.core import plugins
 from placedemarche.core.cache import FeatureCache
 from placedemarche.core.catalog import load_catalog
 from placedemarche.core.errors import PlaceDeMarcheError
-from placedemarche.core.evaluate import EvaluationConfig, _scale_rows, evaluate_combinations
+from placedemarche.core.evaluate import EvaluationConfig, evaluate_combinations
+from placedemarche.core.fusion import scale_rows
 from placedemarche.core.metrics import matched_confusion, score_clustering
 
 
@@ -86,7 +87,7 @@ def test_features_reused_from_cache(tiny_catalog, tmp_path):
 
 def test_sparse_features_are_never_standard_scaled():
     X = scipy.sparse.random(20, 50, density=0.2, format="csr", random_state=0)
-    scaled = _scale_rows(X, "standard")
+    scaled = scale_rows(X, "standard")
     assert scipy.sparse.issparse(scaled)
     assert np.allclose(np.sqrt(scaled.multiply(scaled).sum(axis=1)).A1[np.diff(X.indptr) > 0], 1.0)
 

@@ -18,7 +18,8 @@ from placedemarche.core import plugins
 from placedemarche.core.catalog import load_catalog
 from placedemarche.core.classify import TrainConfig, train
 from placedemarche.core.evaluate import EvaluationConfig, evaluate_combinations
-from placedemarche.core.html_report import script_json, write_training_html
+from placedemarche.core.html_page import script_json
+from placedemarche.core.html_training import write_training_html
 
 from conftest import make_catalog
 

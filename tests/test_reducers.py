@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse
 
 from placedemarche import Reducer, hookimpl
-from placedemarche.core import evaluate as evaluate_module
+from placedemarche.core.fusion import reduce_features
 from placedemarche.core import plugins
 
 SEEN: list = []  # what the spy reducers were given
@@ -68,14 +68,14 @@ def test_pca_and_svd_keep_a_sparse_matrix_sparse(tfidf_like):
 
 
 def test_evaluator_gives_sparse_input_only_to_reducers_that_accept_it(spy_reducers, tfidf_like):
-    out = evaluate_module._reduce(tfidf_like, "sparse-friendly-test:n_components=3")
+    out = reduce_features(tfidf_like, "sparse-friendly-test:n_components=3")
     assert scipy.sparse.issparse(SEEN[-1]) and SEEN[-1].shape == (40, 300)
     assert out.shape == (40, 3) and out.dtype == np.float32
 
-    evaluate_module._reduce(tfidf_like, "dense-only-test:n_components=3")
+    reduce_features(tfidf_like, "dense-only-test:n_components=3")
     # the LSA of the matrix: 100 dimensions, capped below the 40 rows
     assert not scipy.sparse.issparse(SEEN[-1]) and SEEN[-1].shape == (40, 39)
 
     dense = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
-    evaluate_module._reduce(dense, "dense-only-test:n_components=3")
+    reduce_features(dense, "dense-only-test:n_components=3")
     assert SEEN[-1] is dense  # dense input is passed as it is

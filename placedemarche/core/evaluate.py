@@ -24,245 +24,22 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .cache import FeatureCache
-from .catalog import Catalog, TextField
+from .catalog import Catalog
 from .errors import PlaceDeMarcheError
+from .evaluation_results import EvaluationConfig, EvaluationReport, RunResult, SpaceResult
 from .features import Features, extract_features, extractor_inputs
-from .metrics import METRICS, matched_confusion, n_clusters_of, noise_counts, score_clustering
+from .fusion import fuse_blocks, reduce_features, scale_rows, tsne_input_for
+from .metrics import matched_confusion, n_clusters_of, noise_counts, score_clustering
 from .plugins import create_plugin, get_plugin_class, parse_plugin_spec
 from .progress import Reporter, reporting, task
 
-Space = Literal["raw", "reduced", "tsne"]
-SPACES: tuple[str, ...] = ("raw", "reduced", "tsne")
-SCALINGS = ("l2", "standard", "none")
-TSNE_INPUTS = ("auto", "features", "reduced")
-
-
-@dataclass
-class EvaluationConfig:
-    """Settings of an evaluation, fixed before looking at any score.
-
-    Attributes:
-        reducer: reducer spec for the ``reduced`` space (e.g. ``"pca:n_components=100"``).
-            Sparse features are reduced with a truncated SVD whatever the reducer (a PCA
-            would densify them; standard-scaling them destroys the clustering).
-        cluster_on: spaces in which the clusterers run: raw features, reduced, t-SNE 2-D.
-        clusterers: clusterer specs (``"kmeans"``, ``"hdbscan:min_cluster_size=10"``); each
-            is run on every feature combination in every space. Clusterers that cannot take a
-            sparse matrix get the raw space of TF-IDF / bag of words densified (n x vocabulary
-            floats: fine at Flipkart size, large for a big catalogue).
-        n_clusters: number of clusters of the clusterers that take one (default: number of
-            categories); a clusterer spec's own ``n_clusters`` wins.
-        seeds: clusterer and t-SNE seeds; scores are mean +- sd over them.
-        text_field: which text the text extractors read: name, description or both.
-        scale: row scaling of dense features before reduction: l2, standard or none.
-            With l2, reduced rows are L2-normalised again (cosine geometry, as in LSA).
-        text_weight: share of the text block in a text x image fusion (0..1).
-        perplexity: t-SNE perplexity (fixed beforehand, never tuned on the labels).
-        tsne_input: what t-SNE embeds: ``features`` (the scaled, fused features themselves),
-            ``reduced`` (the reducer's output, as in the t-SNE paper's PCA-50 recipe) or
-            ``auto``: features when every block is dense (pretrained embeddings, word2vec),
-            reduced when one is sparse (TF-IDF, bag of words: a 10,000-wide sparse matrix is
-            slow to embed, and its SVD is the LSA space that clusters better).
-        n_jobs: (run, seed) clustering jobs run at once, one per process; ``None``: as many
-            as the CPUs this process may use. Results do not depend on it.
-    """
-
-    reducer: str = "pca:n_components=100"
-    cluster_on: tuple[str, ...] = ("raw", "reduced", "tsne")
-    clusterers: tuple[str, ...] = ("kmeans",)
-    n_clusters: int | None = None
-    seeds: tuple[int, ...] = (0, 1, 2)
-    text_field: TextField = "both"
-    scale: str = "l2"
-    text_weight: float = 0.5
-    perplexity: float = 30.0
-    tsne_input: str = "auto"
-    n_jobs: int | None = None
-
-    def check(self) -> None:
-        bad = [s for s in self.cluster_on if s not in SPACES]
-        if bad or not self.cluster_on:
-            raise PlaceDeMarcheError(f"unknown clustering space {bad}: use {', '.join(SPACES)}")
-        if self.scale not in SCALINGS:
-            raise PlaceDeMarcheError(f"unknown scaling '{self.scale}': use {', '.join(SCALINGS)}")
-        if self.tsne_input not in TSNE_INPUTS:
-            raise PlaceDeMarcheError(f"unknown t-SNE input '{self.tsne_input}': use {', '.join(TSNE_INPUTS)}")
-        if not 0.0 <= self.text_weight <= 1.0:
-            raise PlaceDeMarcheError(f"text weight must be between 0 and 1, got {self.text_weight}")
-        if not self.seeds:
-            raise PlaceDeMarcheError("at least one seed is needed")
-        if not self.clusterers:
-            raise PlaceDeMarcheError("at least one clusterer is needed (e.g. kmeans)")
-        if self.n_clusters is not None and self.n_clusters < 2:
-            raise PlaceDeMarcheError(f"need at least 2 clusters, got {self.n_clusters}")
-        if self.n_jobs is not None and self.n_jobs < 1:
-            raise PlaceDeMarcheError(f"n_jobs must be at least 1, got {self.n_jobs}")
-
-
-@dataclass
-class SpaceResult:
-    """Scores of one feature combination clustered in one space, over all seeds."""
-
-    space: str
-    dims: int
-    per_seed: list[dict[str, float]]
-    confusion: list[list[int]]  # first seed, true category x matched cluster
-    seeds: list[int] = field(default_factory=list)
-    noise: list[int] | None = None  # first seed, noise products per category (None: no noise)
-
-    def mean(self, metric: str) -> float:
-        values = self._values(metric)
-        return float(np.mean(values)) if values else float("nan")
-
-    def sd(self, metric: str) -> float:
-        values = self._values(metric)
-        return float(np.std(values)) if values else float("nan")
-
-    def _values(self, metric: str) -> list[float]:
-        # scores made before "noise" was reported lack it: nan, never a crash
-        return [v for v in (s.get(metric, math.nan) for s in self.per_seed) if not math.isnan(v)]
-
-
-@dataclass
-class RunResult:
-    """One feature combination (text only, image only, or text x image) and one clusterer."""
-
-    name: str
-    text: str | None
-    image: str | None
-    spaces: dict[str, SpaceResult]
-    seconds: float
-    features: dict[str, dict[str, Any]] = field(default_factory=dict)
-    map_xy: np.ndarray | None = None  # first seed's t-SNE map, for plots
-    map_clusters: np.ndarray | None = None  # first seed's clusters in the main space
-    tsne_input: str = "reduced"  # what t-SNE embedded: "features" or "reduced"
-    plots: dict[str, str] = field(default_factory=dict)
-    #: space -> seed -> cluster of each product; seed -> its t-SNE map
-    assignments: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
-    embeddings: dict[int, np.ndarray] = field(default_factory=dict)
-    map_seed: int = 0
-    tsne_cached: int = 0  # seeds whose t-SNE map came from the cache
-    clusterer: str = "kmeans"  # the clusterer spec
-
-    def seed_score(self, metric: str, seed: int, space: str | None = None) -> float:
-        """One seed's score (the map shows one seed's clusters: its own ARI, not the mean)."""
-        res = self.spaces[space or self.main_space]
-        return res.per_seed[res.seeds.index(seed)].get(metric, math.nan)
-
-    @property
-    def main_space(self) -> str:
-        return "tsne" if "tsne" in self.spaces else next(iter(self.spaces))
-
-    def mean(self, metric: str, space: str | None = None) -> float:
-        return self.spaces[space or self.main_space].mean(metric)
-
-    def sd(self, metric: str, space: str | None = None) -> float:
-        return self.spaces[space or self.main_space].sd(metric)
-
-
-@dataclass
-class EvaluationReport:
-    runs: list[RunResult]
-    config: EvaluationConfig
-    categories: list[str]
-    catalog: dict[str, Any]
-    files: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "config": {**asdict(self.config), "cluster_on": list(self.config.cluster_on),
-                       "clusterers": list(self.config.clusterers), "seeds": list(self.config.seeds)},
-            "catalog": self.catalog,
-            "categories": self.categories,
-            "runs": [
-                {
-                    "name": run.name,
-                    "text": run.text,
-                    "image": run.image,
-                    "clusterer": run.clusterer,
-                    "seconds": round(run.seconds, 3),
-                    "tsne_input": run.tsne_input,
-                    "map_seed": run.map_seed,
-                    "tsne_maps_from_cache": run.tsne_cached,
-                    "features": run.features,
-                    "plots": run.plots,
-                    "spaces": {
-                        space: {
-                            "dims": res.dims,
-                            **{f"{m}_mean": _round(res.mean(m)) for m in METRICS},
-                            **{f"{m}_sd": _round(res.sd(m)) for m in METRICS},
-                            "noise_mean": _round(res.mean("noise")),
-                            "noise_sd": _round(res.sd("noise")),
-                            "per_seed": [{"seed": seed, **{k: _round(v) for k, v in s.items()}}
-                                         for seed, s in zip(self.config.seeds, res.per_seed)],
-                            "confusion_matrix": res.confusion,
-                            # noise products per category (first seed), beside the matrix's clusters
-                            **({"confusion_noise": res.noise} if res.noise is not None else {}),
-                        }
-                        for space, res in run.spaces.items()
-                    },
-                }
-                for run in self.runs
-            ],
-        }
-
-
-def _round(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else round(float(value), 4)
-
-
-# -- building the feature spaces ---------------------------------------------------------
-def _scale_rows(X, scale: str):
-    """Row-scale features; sparse input is always L2-normalised, never standard-scaled."""
-    import scipy.sparse
-    from sklearn.preprocessing import StandardScaler, normalize
-
-    if scipy.sparse.issparse(X):
-        return normalize(X.tocsr().astype(np.float32))
-    X = np.asarray(X, dtype=np.float32)
-    if scale == "l2":
-        return normalize(X)
-    if scale == "standard":
-        return StandardScaler().fit_transform(X)
-    return X
-
-
-def _reduce(X, reducer_spec: str):
-    import scipy.sparse
-
-    reducer = create_plugin("reducer", reducer_spec)
-    if scipy.sparse.issparse(X) and not reducer.accepts_sparse:
-        # A reducer that declares no sparse support would densify a vocabulary-wide matrix:
-        # it gets the matrix's LSA (truncated SVD to 100 dimensions) instead.
-        X = _reduce(X, "svd:n_components=100")
-    return np.asarray(reducer.fit_transform(X), dtype=np.float32)
-
-
-def _unit_block(X) -> Any:
-    """Scale a block so its mean squared row norm is 1: blocks of any width weigh alike."""
-    import scipy.sparse
-
-    if scipy.sparse.issparse(X):
-        norm = math.sqrt(X.multiply(X).sum() / X.shape[0])
-    else:
-        norm = math.sqrt(float(np.mean(np.sum(np.square(X), axis=1))))
-    return X / norm if norm > 0 else X
-
-
-def _fuse(blocks: Sequence[Any], weights: Sequence[float]):
-    import scipy.sparse
-
-    scaled = [_unit_block(b) * math.sqrt(w) for b, w in zip(blocks, weights)]
-    if any(scipy.sparse.issparse(b) for b in scaled):
-        return scipy.sparse.hstack([scipy.sparse.csr_matrix(b) for b in scaled]).tocsr()
-    return np.hstack(scaled).astype(np.float32)
 
 
 def _tsne(X, seed: int, perplexity: float) -> np.ndarray:
@@ -417,9 +194,9 @@ def _prepare_run(text_spec, image_spec, features, config: EvaluationConfig) -> _
 
     raw_blocks, reduced_blocks = [], []
     for kind, spec in used:
-        scaled = _scale_rows(features[(kind, spec)].matrix, config.scale)
+        scaled = scale_rows(features[(kind, spec)].matrix, config.scale)
         raw_blocks.append(scaled)
-        reduced = _reduce(scaled, config.reducer)  # also feeds the 2-D map
+        reduced = reduce_features(scaled, config.reducer)  # also feeds the 2-D map
         if config.scale == "l2":
             from sklearn.preprocessing import normalize
 
@@ -427,13 +204,13 @@ def _prepare_run(text_spec, image_spec, features, config: EvaluationConfig) -> _
         reduced_blocks.append(reduced)
     w = [weights[kind] for kind, _ in used]
     spaces_X: dict[str, Any] = {}
-    tsne_input = _tsne_input(config.tsne_input, raw_blocks)
+    tsne_input = tsne_input_for(config.tsne_input, raw_blocks)
     raw = None  # the fused scaled features, only built when something uses them
     if "raw" in config.cluster_on or tsne_input == "features":
-        raw = raw_blocks[0] if len(used) == 1 else _fuse(raw_blocks, w)
+        raw = raw_blocks[0] if len(used) == 1 else fuse_blocks(raw_blocks, w)
     if "raw" in config.cluster_on:
         spaces_X["raw"] = raw
-    reduced = reduced_blocks[0] if len(used) == 1 else _fuse(reduced_blocks, w)
+    reduced = reduced_blocks[0] if len(used) == 1 else fuse_blocks(reduced_blocks, w)
     if "reduced" in config.cluster_on:
         spaces_X["reduced"] = reduced
     return _PreparedRun(
@@ -600,12 +377,3 @@ def _job_label(prepared: list[_PreparedRun], jobs, done: int, n_jobs: int) -> st
     if not pending:
         return "clustering: done"
     return "clustering " + "; ".join(f"{prepared[r].name} (seed {seed})" for r, seed in pending)
-
-
-def _tsne_input(choice: str, blocks: Sequence[Any]) -> str:
-    """Resolve ``auto``: embed dense features directly, reduce first when a block is sparse."""
-    import scipy.sparse
-
-    if choice != "auto":
-        return choice
-    return "reduced" if any(scipy.sparse.issparse(b) for b in blocks) else "features"

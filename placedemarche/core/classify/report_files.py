@@ -55,7 +55,7 @@ def write_training_report(result: TrainResult, out: Path, y: np.ndarray, oof: di
         atomic_write_text(out / "learning_curves.json",
                           json.dumps({"folds": histories, "final": final_history}, indent=1))
         files.update(learning_curves="learning_curves.png", learning_curves_data="learning_curves.json")
-    from ..html_report import write_training_html
+    from ..html_training import write_training_html
 
     files["html"] = write_training_html(result, out, histories, final_history).name
     summary["files"] = files
