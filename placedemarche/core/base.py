@@ -14,7 +14,7 @@ import functools
 import importlib.util
 import inspect
 from importlib import metadata
-from typing import Any, ClassVar, Iterable, Iterator, Sequence
+from typing import Any, ClassVar, Iterator
 
 from .errors import MissingDependencyError, PluginConfigError
 
@@ -261,11 +261,19 @@ class Classifier(PluginBase):
     kind = "classifier"
     accepts_sparse: ClassVar[bool] = True
 
-    def fit(self, X, y):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def make_estimator(self, X, y):
+        """The unfitted scikit-learn classifier this head wraps (it may depend on the training
+        data: calibration folds, neighbours). A head that implements this needs no ``fit`` or
+        ``predict_proba``; others override those two instead."""
+        raise NotImplementedError(f"{type(self).__name__}: implement make_estimator, or fit and predict_proba")
 
-    def predict_proba(self, X):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def fit(self, X, y):
+        self.estimator_ = self.make_estimator(X, y).fit(X, y)
+        self.classes_ = self.estimator_.classes_
+        return self
+
+    def predict_proba(self, X):
+        return self.estimator_.predict_proba(X)
 
     def predict(self, X):
         import numpy as np

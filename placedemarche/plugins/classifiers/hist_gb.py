@@ -36,17 +36,12 @@ class HistGradientBoostingHead(Classifier):
         self.class_weight = class_weight
         self.random_state = random_state
 
-    def fit(self, X, y):
+    def make_estimator(self, X, y):
         from sklearn.ensemble import HistGradientBoostingClassifier
 
-        self.estimator_ = HistGradientBoostingClassifier(
+        return HistGradientBoostingClassifier(
             max_iter=self.max_iter, learning_rate=self.learning_rate, max_leaf_nodes=self.max_leaf_nodes,
-            class_weight=self.class_weight, random_state=self.random_state).fit(X, y)
-        self.classes_ = self.estimator_.classes_
-        return self
-
-    def predict_proba(self, X):
-        return self.estimator_.predict_proba(X)
+            class_weight=self.class_weight, random_state=self.random_state)
 
 
 @hookimpl

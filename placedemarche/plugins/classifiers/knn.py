@@ -28,16 +28,11 @@ class KNeighborsHead(Classifier):
         self.metric = metric
         self.weights = weights
 
-    def fit(self, X, y):
+    def make_estimator(self, X, y):
         from sklearn.neighbors import KNeighborsClassifier
 
-        self.estimator_ = KNeighborsClassifier(n_neighbors=min(self.n_neighbors, X.shape[0]), metric=self.metric,
-                                               weights=self.weights).fit(X, y)
-        self.classes_ = self.estimator_.classes_
-        return self
-
-    def predict_proba(self, X):
-        return self.estimator_.predict_proba(X)
+        return KNeighborsClassifier(n_neighbors=min(self.n_neighbors, X.shape[0]), metric=self.metric,
+                                               weights=self.weights)
 
 
 @hookimpl

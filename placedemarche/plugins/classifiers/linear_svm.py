@@ -33,7 +33,7 @@ class LinearSVMHead(Classifier):
         self.max_iter = max_iter
         self.random_state = random_state
 
-    def fit(self, X, y):
+    def make_estimator(self, X, y):
         import numpy as np
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.svm import LinearSVC
@@ -41,12 +41,7 @@ class LinearSVMHead(Classifier):
         smallest = int(np.min(np.unique(np.asarray(y), return_counts=True)[1]))
         svm = LinearSVC(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter,
                         random_state=self.random_state)
-        self.estimator_ = CalibratedClassifierCV(svm, cv=max(2, min(self.cv, smallest)), ensemble=False).fit(X, y)
-        self.classes_ = self.estimator_.classes_
-        return self
-
-    def predict_proba(self, X):
-        return self.estimator_.predict_proba(X)
+        return CalibratedClassifierCV(svm, cv=max(2, min(self.cv, smallest)), ensemble=False)
 
 
 @hookimpl

@@ -33,16 +33,11 @@ class LogisticRegressionHead(Classifier):
         self.solver = solver
         self.random_state = random_state
 
-    def fit(self, X, y):
+    def make_estimator(self, X, y):
         from sklearn.linear_model import LogisticRegression
 
-        self.estimator_ = LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight,
-                                             solver=self.solver, random_state=self.random_state).fit(X, y)
-        self.classes_ = self.estimator_.classes_
-        return self
-
-    def predict_proba(self, X):
-        return self.estimator_.predict_proba(X)
+        return LogisticRegression(C=self.C, max_iter=self.max_iter, class_weight=self.class_weight,
+                                             solver=self.solver, random_state=self.random_state)
 
 
 @hookimpl

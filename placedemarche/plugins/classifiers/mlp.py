@@ -45,7 +45,7 @@ class MLPHead(Classifier):
         self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
 
-    def fit(self, X, y):
+    def make_estimator(self, X, y):
         import numpy as np
         from sklearn.neural_network import MLPClassifier
 
@@ -53,16 +53,11 @@ class MLPHead(Classifier):
         held_out = math.ceil(self.validation_fraction * len(y))
         can_stop_early = held_out >= len(counts) and len(y) - held_out >= len(counts) and counts.min() >= 2
         self.early_stopping_used_ = bool(self.early_stopping and can_stop_early)
-        self.estimator_ = MLPClassifier(
+        return MLPClassifier(
             hidden_layer_sizes=tuple(self.hidden_layer_sizes), alpha=self.alpha,
             learning_rate_init=self.learning_rate_init, max_iter=self.max_iter,
             early_stopping=self.early_stopping_used_, validation_fraction=self.validation_fraction,
-            n_iter_no_change=self.n_iter_no_change, random_state=self.random_state).fit(X, y)
-        self.classes_ = self.estimator_.classes_
-        return self
-
-    def predict_proba(self, X):
-        return self.estimator_.predict_proba(X)
+            n_iter_no_change=self.n_iter_no_change, random_state=self.random_state)
 
 
 @hookimpl

@@ -29,16 +29,11 @@ class RandomForestHead(Classifier):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    def fit(self, X, y):
+    def make_estimator(self, X, y):
         from sklearn.ensemble import RandomForestClassifier
 
-        self.estimator_ = RandomForestClassifier(n_estimators=self.n_estimators, class_weight=self.class_weight,
-                                                 n_jobs=self.n_jobs, random_state=self.random_state).fit(X, y)
-        self.classes_ = self.estimator_.classes_
-        return self
-
-    def predict_proba(self, X):
-        return self.estimator_.predict_proba(X)
+        return RandomForestClassifier(n_estimators=self.n_estimators, class_weight=self.class_weight,
+                                                 n_jobs=self.n_jobs, random_state=self.random_state)
 
 
 @hookimpl

@@ -29,17 +29,12 @@ class RBFSVMHead(Classifier):
         self.cv = cv
         self.random_state = random_state
 
-    def fit(self, X, y):
+    def make_estimator(self, X, y):
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.svm import SVC
 
         svm = SVC(C=self.C, kernel="rbf", class_weight=self.class_weight, random_state=self.random_state)
-        self.estimator_ = CalibratedClassifierCV(svm, cv=self.cv, ensemble=False).fit(X, y)
-        self.classes_ = self.estimator_.classes_
-        return self
-
-    def predict_proba(self, X):
-        return self.estimator_.predict_proba(X)
+        return CalibratedClassifierCV(svm, cv=self.cv, ensemble=False)
 
 
 @hookimpl
