@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .files import atomic_writer
+from .files import atomic_writer, sha256_file
 
 CACHE_FORMAT = 1
 
@@ -48,11 +48,7 @@ def fingerprint_images(paths: Sequence[Path | str | None]) -> str:
         if path is None:
             digest.update(b"\0none\0")
             continue
-        h = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                h.update(chunk)
-        digest.update(h.digest())
+        digest.update(bytes.fromhex(sha256_file(path)))
     return digest.hexdigest()
 
 

@@ -14,7 +14,6 @@ Usage::
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -26,6 +25,7 @@ from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
 from .errors import PlaceDeMarcheError
+from .files import sha256_file
 from .progress import task
 
 
@@ -273,7 +273,7 @@ def _install(dataset: Dataset, archive: Path, source: str, home: Path) -> Path:
         csv_path = unpacked / dataset.csv_member
         if not csv_path.is_file():
             raise DatasetError(f"{source}: the archive has no {dataset.csv_member}")
-        actual = _sha256(csv_path)
+        actual = sha256_file(csv_path)
         if actual != dataset.sha256:
             raise DatasetError(
                 f"{source}: checksum mismatch for {dataset.csv_member} (expected sha256 "
@@ -301,11 +301,3 @@ def _safe_extract(archive: zipfile.ZipFile, target: Path, what: str) -> None:
         for member in members:
             archive.extract(member, target)
             bar.advance(member.file_size)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -4,7 +4,6 @@ anything it describes is used."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PlaceDeMarcheError
+from ..files import sha256_file
 from ..finetune import FineTunedImageModel
 from .blocks import Block
 from .config import TrainConfig
@@ -45,14 +45,6 @@ def library_versions() -> dict[str, str]:
 
 def _major_minor(version: str) -> tuple[str, ...]:
     return tuple(version.split(".")[:2])
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_model(model: ClassifierModel, directory: str | Path) -> Path:
@@ -89,7 +81,7 @@ def save_model(model: ClassifierModel, directory: str | Path) -> Path:
         "head": _head_meta(model.config.classifier),
         "files": {"objects": OBJECTS_FILE, **({"network": NETWORK_FILE} if networks else {})},
         # checked before unpickling: a damaged or swapped objects file is refused, not run
-        "sha256": {OBJECTS_FILE: _sha256(directory / OBJECTS_FILE)},
+        "sha256": {OBJECTS_FILE: sha256_file(directory / OBJECTS_FILE)},
         "default_group": model.group,
         "metrics": {k: v for k, v in model.metrics.items()
                     if k in ("mean", "results", "folds", "main", "best_group", "fusion_warning")},
@@ -252,7 +244,7 @@ def load_model(directory: str | Path) -> ClassifierModel:
     if expected is None:
         warnings.warn(f"{meta_path} records no checksum of {OBJECTS_FILE} (saved by an older placedemarche): "
                       "it is loaded unchecked; train the model again to add one", ModelWarning, stacklevel=2)
-    elif _sha256(objects_path) != expected:
+    elif sha256_file(objects_path) != expected:
         raise ModelError(f"{objects_path} does not match the checksum in {MODEL_FILE}: the file is damaged "
                          "or was replaced; train again or restore it")
     import joblib
