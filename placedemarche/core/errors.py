@@ -30,3 +30,7 @@ class ImageReadError(PlaceDeMarcheError, OSError):
 
 class SourceError(PlaceDeMarcheError):
     """A source (API) failed: HTTP error, timeout, bad response, missing credentials."""
+
+
+class ModelAssetError(PlaceDeMarcheError, OSError):
+    """Model weights shipped as packages are incomplete or corrupt, or cannot be extracted."""

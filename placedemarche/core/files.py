@@ -27,6 +27,11 @@ def default_file_mode() -> int:
     return 0o666 & ~_umask()
 
 
+def default_dir_mode() -> int:
+    """The mode a plain ``os.mkdir(path)`` would give a new directory."""
+    return 0o777 & ~_umask()
+
+
 @contextmanager
 def atomic_writer(path: str | os.PathLike, mode: str = "wb", **open_kwargs) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically.
