@@ -60,6 +60,26 @@ def test_tsne_maps_are_cached_so_changing_the_clusterer_does_not_recompute_them(
     assert sorted(tsne_calls) == [0, 1]
 
 
+def test_an_identical_rerun_reuses_the_clusterings_and_gives_the_same_scores(tiny_catalog, tmp_path, monkeypatch):
+    catalog = load_catalog(tiny_catalog).validated(image=False)
+    cache = FeatureCache(tmp_path / "cache")
+    calls = []
+    real = evaluate_module._cluster
+    monkeypatch.setattr(evaluate_module, "_cluster", lambda plan, X, seed: calls.append(seed) or real(plan, X, seed))
+    config = EvaluationConfig(seeds=(0, 1), n_jobs=1, **FAST)
+    first = evaluate_combinations(catalog, text=["tfidf:min_df=1"], config=config, cache=cache)
+    assert len(calls) == 2 * 3  # seeds x spaces
+    calls.clear()
+    again = evaluate_combinations(catalog, text=["tfidf:min_df=1"], config=config, cache=cache)
+    assert calls == []
+    for space in ("raw", "reduced", "tsne"):
+        assert again.runs[0].spaces[space].per_seed == first.runs[0].spaces[space].per_seed
+    # another k is another clustering; the maps are still reused
+    evaluate_combinations(catalog, text=["tfidf:min_df=1"], cache=cache,
+                          config=EvaluationConfig(seeds=(0, 1), n_jobs=1, n_clusters=4, **FAST))
+    assert len(calls) == 2 * 3
+
+
 def test_a_damaged_cached_map_is_recomputed(tiny_catalog, tmp_path, tsne_calls):
     catalog = load_catalog(tiny_catalog).validated(image=False)
     cache = FeatureCache(tmp_path / "cache")

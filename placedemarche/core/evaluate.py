@@ -241,11 +241,35 @@ def embedding_key(run: _PreparedRun, features, config: EvaluationConfig, seed: i
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def labels_key(run: _PreparedRun, features, config: EvaluationConfig, space: str, plan, seed: int) -> str | None:
+    """Cache key of one clusterer's labels in one space and seed: what the space is made of
+    (for t-SNE, its map's key), the clusterer's class, version and parameters. An identical
+    re-run then clusters nothing again; another clusterer or k is another key."""
+    if space == "tsne":
+        source = embedding_key(run, features, config, seed)
+    else:
+        keys = [features[used].key for used in run.used]
+        source = None if any(key is None for key in keys) else {
+            "features": keys, "scale": config.scale,
+            "reducer": config.reducer if space == "reduced" else None,
+            "text_weight": config.text_weight if len(run.used) > 1 else None}
+    if source is None:
+        return None
+    cls, params = plan
+    payload = {"what": "cluster-labels", "space": space, "source": source, "seed": seed,
+               "clusterer": {"class": f"{cls.__module__}.{cls.__qualname__}",
+                             "version": getattr(cls, "cache_version", "1"),
+                             "params": {k: repr(v) for k, v in sorted(params.items())}}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
 def _cluster_one_seed(spaces_X: dict[str, Any], tsne_X, xy, seed: int, plans, y: np.ndarray,
-                      cluster_on: Sequence[str], perplexity: float):
+                      cluster_on: Sequence[str], perplexity: float, known: dict | None = None):
     """One (feature combination, seed) job: the t-SNE map unless given, then every clusterer
-    in every space, and their scores. One map serves all the clusterers. A top-level function
-    of plain arguments, so worker processes can run it."""
+    in every space (unless its labels are ``known``, from the cache), and their scores. One map
+    serves all the clusterers. A top-level function of plain arguments, so worker processes
+    can run it."""
+    known = known or {}
     computed = None
     if "tsne" in cluster_on and xy is None:
         computed = xy = _tsne(tsne_X, seed, perplexity)
@@ -254,11 +278,14 @@ def _cluster_one_seed(spaces_X: dict[str, Any], tsne_X, xy, seed: int, plans, y:
         X = xy if space == "tsne" else spaces_X[space]
         dense = None  # densified once per space, only if a clusterer needs it
         for c, plan in enumerate(plans):
-            given = X
-            if not plan[0].accepts_sparse:
-                dense = _dense(X) if dense is None else dense
-                given = dense
-            labels[(c, space)] = _cluster(plan, given, seed)
+            if (c, space) in known:
+                labels[(c, space)] = known[(c, space)]
+            else:
+                given = X
+                if not plan[0].accepts_sparse:
+                    dense = _dense(X) if dense is None else dense
+                    given = dense
+                labels[(c, space)] = _cluster(plan, given, seed)
             scores[(c, space)] = score_clustering(y, labels[(c, space)], X)
     return computed, labels, scores
 
@@ -288,16 +315,31 @@ def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, plans,
             xy = cache.load(key)
             if xy is not None and getattr(xy, "shape", None) == (len(y), 2):
                 cached_xy[(r, seed)] = np.asarray(xy, dtype=np.float32)
+    known: dict[tuple[int, int], dict] = {job: {} for job in jobs}
+    label_keys: dict[tuple[int, int, int, str], str] = {}
+    if cache is not None:
+        for r, seed in jobs:
+            for c, plan in enumerate(plans):
+                for space in config.cluster_on:
+                    key = labels_key(prepared[r], features, config, space, plan, seed)
+                    if key is None:
+                        continue
+                    label_keys[(r, seed, c, space)] = key
+                    labels = cache.load(key)
+                    if labels is not None and getattr(labels, "shape", None) == (len(y),):
+                        known[(r, seed)][(c, space)] = np.asarray(labels)
     n_jobs = min(config.n_jobs or default_jobs(), len(jobs))
-    # Cached maps leave only the clusterers and the scores: worker start-up would cost more
-    # than it saves.
-    if len(cached_xy) == len(jobs) and config.n_jobs is None:
+    # With every map and every clustering cached only the scores are left: worker start-up
+    # would cost more than it saves.
+    everything_cached = (len(cached_xy) == len(jobs) or "tsne" not in config.cluster_on) and \
+        sum(len(k) for k in known.values()) == len(jobs) * len(plans) * len(config.cluster_on)
+    if everything_cached and config.n_jobs is None:
         n_jobs = 1
 
     def call(r, seed):
         run = prepared[r]
         return (r, seed, *_cluster_one_seed(run.spaces_X, run.tsne_X, cached_xy.get((r, seed)), seed, plans,
-                                            y, config.cluster_on, config.perplexity))
+                                            y, config.cluster_on, config.perplexity, known[(r, seed)]))
 
     results: dict[tuple[int, int], tuple] = {}
     started = time.perf_counter()
@@ -311,13 +353,18 @@ def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, plans,
             outcomes = ((*jobs[index], *result) for index, result in parallel(
                 delayed(_indexed_job)(index, prepared[r].spaces_X, prepared[r].tsne_X,
                                       cached_xy.get((r, seed)), seed, plans, y, config.cluster_on,
-                                      config.perplexity)
+                                      config.perplexity, known[(r, seed)])
                 for index, (r, seed) in enumerate(jobs)))
         for r, seed, computed, labels, scores in outcomes:
             results[(r, seed)] = (computed, labels, scores)
             if computed is not None and (r, seed) in keys:
                 cache.save(keys[(r, seed)], computed, meta={"what": "tsne-embedding", "run": prepared[r].name,
                                                             "seed": seed, "perplexity": config.perplexity})
+            for (c, space), found in labels.items():
+                key = label_keys.get((r, seed, c, space))
+                if key is not None and (c, space) not in known[(r, seed)]:
+                    cache.save(key, found, meta={"what": "cluster-labels", "run": prepared[r].name,
+                                                 "clusterer": config.clusterers[c], "space": space, "seed": seed})
             progress.advance(1)
             progress.describe(_job_label(prepared, jobs, len(results), n_jobs))
     clustering_seconds = time.perf_counter() - started
