@@ -177,3 +177,22 @@ def test_image_run_without_image_column_is_refused(tmp_path):
     path = _write_csv(tmp_path / "c.csv", ["id", "product_name", "category"], [["a", "watch", "Watches"]])
     with pytest.raises(CatalogError, match=r"no image column.*--image-column"):
         load_catalog(path).validated(text=None, image=True)
+
+
+def test_validating_again_for_the_same_needs_reads_no_image(tiny_catalog, monkeypatch):
+    import placedemarche.core.catalog as catalog_module
+
+    checked = []
+    real = catalog_module.image_problem
+    monkeypatch.setattr(catalog_module, "image_problem", lambda p, **kw: checked.append(p) or real(p, **kw))
+    catalog = load_catalog(tiny_catalog).validated(text="both", image=True, labels=True)
+    assert len(checked) == len(catalog)
+    checked.clear()
+    assert catalog.validated(text="both", image=True, labels=True) is catalog
+    assert checked == []
+    # other needs are checked; a subset is checked afresh
+    catalog.validated(text="name", image=True, labels=True)
+    assert len(checked) == len(catalog)
+    checked.clear()
+    catalog.subset(range(3)).validated(text="both", image=True, labels=True)
+    assert len(checked) == 3

@@ -58,6 +58,8 @@ class Catalog:
     dropped: list[RowProblem] = field(default_factory=list)
     #: role -> CSV column it was read from (None: no such column), as detected or given.
     columns: dict[str, str | None] = field(default_factory=dict)
+    #: the needs this catalogue was validated for: validating again for them reads no image
+    validated_for: set = field(default_factory=set, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -111,6 +113,7 @@ class Catalog:
             labels=None if self.labels is None else [self.labels[i] for i in idx],
             lines=[self.lines[i] for i in idx],
             dropped=list(self.dropped),
+            validated_for=set(),
         )
 
     def text_columns(self, text_field: TextField = "both") -> list[str]:
@@ -166,6 +169,9 @@ class Catalog:
         """Return the catalogue without unusable rows, or raise listing them ('fail')."""
         if on_missing not in ("drop", "fail"):
             raise CatalogError(f"unknown on_missing policy '{on_missing}': use drop or fail")
+        needs = (text, image, labels, check_decode)
+        if needs in self.validated_for:  # the CLI validates, then the evaluator's API call does
+            return self
         if text:
             self._check_text_columns(text)
         if image and self.columns and not self.columns.get("image"):
@@ -175,6 +181,7 @@ class Catalog:
             )
         found = self.problems(text=text, image=image, labels=labels, check_decode=check_decode)
         if not found:
+            self.validated_for.add(needs)
             return self
         if on_missing == "fail":
             listed = "; ".join(str(p) for p in found[:5])
@@ -186,6 +193,7 @@ class Catalog:
         bad = {p.row_id for p in found}
         kept = self.subset(i for i, row_id in enumerate(self.ids) if row_id not in bad)
         kept.dropped = list(self.dropped) + found
+        kept.validated_for.add(needs)
         if not kept.ids:
             raise CatalogError(f"{self.source or 'catalogue'}: no usable row left after dropping "
                                f"{len(bad)}: {summarise_problems(found)}{self._columns_note(text, image)}")

@@ -41,7 +41,6 @@ from .plugins import create_plugin, get_plugin_class, parse_plugin_spec
 from .progress import Reporter, reporting, task
 
 
-
 def _tsne(X, seed: int, perplexity: float) -> np.ndarray:
     reducer = create_plugin("reducer", "tsne", perplexity=perplexity, random_state=seed)
     return np.asarray(reducer.fit_transform(X), dtype=np.float32)
@@ -78,7 +77,6 @@ def _dense(X):
 
 
 # -- the evaluator ----------------------------------------------------------------------
-
 def _runtime_params(extractor) -> dict:
     """``{"runtime": {...}}`` for an extractor whose parameters leave a choice to the environment
     (``backend="auto"`` resolves to onnx or torch), so results.json says what ran; else ``{}``."""
