@@ -172,16 +172,8 @@ class EfficientNetLite0Extractor(ImageExtractor):
         def build() -> bytes:
             import torch
 
-            class PooledFeatures(torch.nn.Module):
-                def __init__(self, net):
-                    super().__init__()
-                    self.net = net
-
-                def forward(self, x):
-                    return self.net.extract_features(x).mean(dim=(2, 3))
-
             example = torch.zeros(1, 3, self.input_size, self.input_size)
-            model = inference.export_onnx(PooledFeatures(self._network()).eval(), (example,), ["pixels"],
+            model = inference.export_onnx(_pooled_features_module(self._network()).eval(), (example,), ["pixels"],
                                           ["features"], {"pixels": {0: "batch"}, "features": {0: "batch"}})
             if self.precision == "int8":
                 from placedemarche.core.images import iter_image_batches
@@ -202,18 +194,9 @@ class EfficientNetLite0Extractor(ImageExtractor):
         import torch
 
         network = self._network()
-
-        class PooledFeatures(torch.nn.Module):
-            def __init__(self, net):
-                super().__init__()
-                self.net = net
-
-            def forward(self, x):
-                return self.net.extract_features(x).mean(dim=(2, 3))
-
         if self.fold:
             network = fold_batch_norms(network).to(memory_format=torch.channels_last)
-        pooled = PooledFeatures(network).eval()
+        pooled = _pooled_features_module(network).eval()
         self.features_ = pooled
         return pooled
 
@@ -293,6 +276,22 @@ def fold_batch_norms(network):
         fold(block, "_depthwise_conv", "_bn1")
         fold(block, "_project_conv", "_bn2")
     return network
+
+
+def _pooled_features_module(network):
+    """``network``'s last feature map averaged over space, (b, 1280): what both the torch path
+    and the ONNX export compute (a torch module, so torch is imported only when it is built)."""
+    import torch
+
+    class PooledFeatures(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.extract_features(x).mean(dim=(2, 3))
+
+    return PooledFeatures(network)
 
 
 @hookimpl
