@@ -10,10 +10,8 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from placedemarche import ImageExtractor, hookimpl
 from placedemarche.core import plugins
 from placedemarche.core.catalog import load_catalog
 from placedemarche.core.classify import TrainConfig, train
@@ -22,29 +20,13 @@ from placedemarche.core.html_page import script_json
 from placedemarche.core.html_training import write_training_html
 
 from conftest import make_catalog
+from test_evaluate import _Plugin  # the mean-colour test image extractor
 
 EVIL_NAME = "<script>alert(1)</script>"
 EVIL_CATEGORY = "Baby <b>Care</b> & Co"
 FAST = EvaluationConfig(seeds=(0,), perplexity=5.0, reducer="pca:n_components=10")
 # Anything that would load a script, style, image or frame from elsewhere.
 REMOTE = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*[\"']?(?:https?:)?//", re.I)
-
-
-class MeanColour(ImageExtractor):
-    name = "mean-colour"
-    description = "Mean BGR colour of the image (test plugin)"
-
-    def transform(self, X):
-        import cv2
-
-        return np.array([cv2.imread(str(p)).reshape(-1, 3).mean(0) for p in X], dtype=np.float32)
-
-
-class _Plugin:
-    @staticmethod
-    @hookimpl
-    def register_image_extractors(register):
-        register(MeanColour)
 
 
 def _evil_catalog(root: Path) -> Path:
