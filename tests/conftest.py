@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -115,3 +116,24 @@ def _isolated_state(tmp_path, monkeypatch):
     reset_plugins()
     yield
     reset_plugins()
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No name resolves except localhost, as on a machine without network: nothing can leak
+    out, and a DNS failure is immediate and certain."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host in ("localhost", "127.0.0.1", b"localhost", b"127.0.0.1"):
+            return real(host, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def free_port() -> int:
+    """A local port nobody listens on: connecting to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import socket
 import time
 import zipfile
 from pathlib import Path
@@ -18,6 +17,8 @@ from placedemarche.cli.main import cli
 from placedemarche.core import datasets
 from placedemarche.core.catalog import load_catalog
 from placedemarche.core.datasets import DatasetError, data_home, dataset_path, download_dataset, resolve_data
+
+from conftest import free_port
 
 CSV_MEMBER = "Flipkart/flipkart_com-ecommerce_sample_1050.csv"
 CSV = (b"uniq_id,product_name,description,image,product_category_tree\n"
@@ -66,25 +67,6 @@ def fake_flipkart(monkeypatch, httpserver):
                                hashlib.sha256(CSV).hexdigest(), "test copy")
     monkeypatch.setitem(datasets.DATASETS, "flipkart", dataset)
     return dataset
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """No name resolves except localhost, as on a machine without network."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host in ("localhost", "127.0.0.1", b"localhost", b"127.0.0.1"):
-            return real(host, *args, **kwargs)
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def leftovers(home: Path) -> list[str]:

@@ -27,6 +27,8 @@ from placedemarche.core.collect import collect, state_path
 from placedemarche.core.errors import SourceError
 from placedemarche.core.plugins import create_plugin
 
+from conftest import free_port
+
 PAGE_SIZE = 3
 TOTAL = 8
 
@@ -39,27 +41,6 @@ def slept(monkeypatch):
     monkeypatch.setattr(http, "default_sleep", waits.append)
     monkeypatch.setattr(http, "default_clock", lambda: time.monotonic() + sum(waits))
     return waits
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """No name resolves except localhost, as on a machine without network: nothing can leak
-    out, and a DNS failure is immediate and certain."""
-    real = socket.getaddrinfo
-
-    def getaddrinfo(host, *args, **kwargs):
-        if host in ("localhost", "127.0.0.1", b"localhost", b"127.0.0.1"):
-            return real(host, *args, **kwargs)
-        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-
-
-def free_port() -> int:
-    """A local port nobody listens on: connecting to it is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def off_product(i: int, base: str) -> dict:
