@@ -23,7 +23,6 @@ class AgglomerativeClusterer(Clusterer):
     name = "agglomerative"
     aliases = ("ward",)
     description = "Hierarchical clustering, Ward linkage (deterministic)"
-    requires = ("sklearn",)
 
     def __init__(self, n_clusters: int = 8, linkage: str = "ward"):
         self.n_clusters = n_clusters

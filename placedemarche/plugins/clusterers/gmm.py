@@ -28,7 +28,6 @@ class GaussianMixtureClusterer(Clusterer):
 
     name = "gmm"
     description = "Gaussian mixture model (diagonal covariances by default)"
-    requires = ("sklearn",)
 
     def __init__(self, n_clusters: int = 8, covariance_type: str = "diag", n_init: int = 1,
                  reg_covar: float = 1e-6, random_state: int = 0):

@@ -24,7 +24,6 @@ class HDBSCANClusterer(Clusterer):
 
     name = "hdbscan"
     description = "HDBSCAN: density-based, finds its own number of clusters, labels noise -1"
-    requires = ("sklearn",)
     needs_n_clusters = False
 
     def __init__(self, min_cluster_size: int = 5, min_samples: int | None = None,

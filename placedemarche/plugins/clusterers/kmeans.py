@@ -27,7 +27,6 @@ class KMeansClusterer(Clusterer):
 
     name = "kmeans"
     description = "k-means (mini-batch k-means past minibatch_above rows)"
-    requires = ("sklearn",)
     accepts_sparse = True
 
     def __init__(self, n_clusters: int = 8, n_init: int = 10, random_state: int = 0,

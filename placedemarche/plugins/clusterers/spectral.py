@@ -25,7 +25,6 @@ class SpectralClusterer(Clusterer):
 
     name = "spectral"
     description = "Spectral clustering of the nearest-neighbours graph"
-    requires = ("sklearn",)
     accepts_sparse = True
 
     def __init__(self, n_clusters: int = 8, n_neighbors: int = 10, assign_labels: str = "kmeans",
