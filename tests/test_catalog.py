@@ -196,3 +196,35 @@ def test_validating_again_for_the_same_needs_reads_no_image(tiny_catalog, monkey
     checked.clear()
     catalog.subset(range(3)).validated(text="both", image=True, labels=True)
     assert len(checked) == 3
+
+
+def test_parquet_catalogue_loads_like_its_csv(tiny_catalog, tmp_path):
+    import csv
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with open(tiny_catalog, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    table = pa.table({column: [row[column] for row in rows] for column in rows[0]})
+    table = table.set_column(table.column_names.index("description"), "description",
+                             pa.array([None] + [row["description"] for row in rows[1:]]))
+    parquet = tiny_catalog.parent / "catalog.parquet"
+    pq.write_table(table, parquet)
+    from_csv, from_parquet = load_catalog(tiny_catalog), load_catalog(parquet)
+    assert from_parquet.ids == from_csv.ids and from_parquet.labels == from_csv.labels
+    assert from_parquet.names == from_csv.names and from_parquet.image_paths == from_csv.image_paths
+    assert from_parquet.descriptions[0] == "" and from_parquet.descriptions[1:] == from_csv.descriptions[1:]
+    assert from_parquet.lines[:2] == [2, 3] and from_parquet.columns == from_csv.columns
+    # a directory holding only a Parquet catalogue resolves to it
+    only = tmp_path / "only"
+    only.mkdir()
+    pq.write_table(table, only / "products.parquet")
+    assert load_catalog(only, image_dir=tiny_catalog.parent / "images").ids == from_csv.ids
+
+
+def test_unreadable_parquet_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 but not really")
+    with pytest.raises(CatalogError, match="bad.parquet: not a readable Parquet file"):
+        load_catalog(bad)

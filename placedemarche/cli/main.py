@@ -47,9 +47,10 @@ def cli(verbose):
 from .cache_cmds import cache  # noqa: E402
 from .dataset_cmds import dataset  # noqa: E402
 from .evaluate_cmd import evaluate  # noqa: E402
+from .extract_cmd import extract  # noqa: E402
 from .plugin_cmds import list_extractors, list_plugins, list_reducers, plugins  # noqa: E402
 from .source_cmds import source  # noqa: E402
 from .train_cmds import predict, train  # noqa: E402
 
-for _command in (list_plugins, list_extractors, list_reducers, plugins, evaluate, cache, dataset, source, train, predict):
+for _command in (list_plugins, list_extractors, list_reducers, plugins, extract, evaluate, cache, dataset, source, train, predict):
     cli.add_command(_command)

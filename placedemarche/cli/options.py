@@ -11,7 +11,7 @@ def catalog_options(func):
     """Add --data, column overrides, --image-dir and --on-missing to a command."""
     options = [
         click.option("--data", "data", metavar="PATH|NAME",
-                     help="Catalogue CSV, a directory holding one, or a dataset name "
+                     help="Catalogue CSV or Parquet file, a directory holding one, or a dataset name "
                           "(default: the Flipkart sample in the data home)."),
         click.option("--id-column", help="Column holding product ids."),
         click.option("--name-column", help="Column holding product names."),
@@ -29,18 +29,24 @@ def catalog_options(func):
     return func
 
 
-def load_catalog_from_options(kwargs: dict, *, text: bool, image: bool, labels: bool):
-    """Load and validate the catalogue named by :func:`catalog_options` values."""
+def load_unvalidated_catalog(kwargs: dict, *, labels: bool, keep_urls: bool = False):
+    """Load the catalogue named by :func:`catalog_options` values (``--on-missing`` is left in
+    ``kwargs``): nothing dropped yet; image URLs kept as they are with ``keep_urls``."""
     from ..core.catalog import load_catalog
     from ..core.datasets import resolve_data
 
-    catalog = load_catalog(
+    return load_catalog(
         resolve_data(kwargs.pop("data")),
         id_column=kwargs.pop("id_column"), name_column=kwargs.pop("name_column"),
         description_column=kwargs.pop("description_column"),
         image_column=kwargs.pop("image_column"), label_column=kwargs.pop("label_column"),
-        image_dir=kwargs.pop("image_dir"), require_labels=labels,
+        image_dir=kwargs.pop("image_dir"), require_labels=labels, keep_urls=keep_urls,
     )
+
+
+def load_catalog_from_options(kwargs: dict, *, text: bool, image: bool, labels: bool):
+    """Load and validate the catalogue named by :func:`catalog_options` values."""
+    catalog = load_unvalidated_catalog(kwargs, labels=labels)
     return catalog.validated(text=kwargs.pop("text_field", "both") if text else None,
                              image=image, labels=labels, on_missing=kwargs.pop("on_missing"))
 
@@ -68,3 +74,49 @@ def print_catalog_notes(catalog, text_field, image: bool) -> None:
                           f"({escape(summarise_problems(catalog.dropped))}): "
                           + escape("; ".join(str(p) for p in catalog.dropped[:3])
                                    + (" ..." if len(catalog.dropped) > 3 else "")), highlight=False)
+
+
+def features_option(func):
+    """Add --features STORE (read features from a feature store written by pm extract)."""
+    return click.option(
+        "--features", "features_store", type=click.Path(file_okay=False), metavar="STORE",
+        help="Read the features from this feature store (written by pm extract) instead of "
+             "computing them; without --text/--image, use every set in it.")(func)
+
+
+def store_specs(store_path: str, text: tuple, image: tuple, text_field: str) -> tuple[tuple, tuple]:
+    """The specs to read from ``--features STORE``: those given, else every complete set in it
+    (text sets extracted from ``text_field``)."""
+    if text or image:
+        return text, image
+    from ..core.store import FeatureStore, StoreError
+
+    store = FeatureStore(store_path)
+    complete = [s for s in store.sets() if s.complete]
+    text = tuple(dict.fromkeys(s.spec for s in complete if s.kind == "text"
+                               and s.manifest.get("input", {}).get("text_field") == text_field))
+    image = tuple(dict.fromkeys(s.spec for s in complete if s.kind == "image"))
+    if not text and not image:
+        raise StoreError(f"no complete feature set in {store.root}"
+                         + (f" (text sets for --text-field {text_field})" if complete else "")
+                         + ": fill it with pm extract --out " + str(store.root))
+    return text, image
+
+
+def align_with_store(store_path: str, catalog, text, image, text_field: str):
+    """``(catalog, source)``: the catalogue restricted to the products with features in the
+    store, and the features (see core.features.store_features); says what was dropped."""
+    from rich.markup import escape
+
+    from ..core.features import store_features
+    from .render import err_console
+
+    catalog, source = store_features(store_path, catalog, text, image, text_field)
+    for (kind, spec), found in source.sets.items():
+        err_console.print(escape(f"{spec}: {kind} features from {found.path}"), highlight=False)
+    if source.dropped:
+        shown = ", ".join(source.dropped[:5]) + (" ..." if len(source.dropped) > 5 else "")
+        err_console.print(f"[yellow]dropped {len(source.dropped)} product(s) without a feature row in "
+                          f"{escape(str(store_path))}[/] (failed or not extracted; see each set's "
+                          f"manifest.json): {escape(shown)}", highlight=False)
+    return catalog, source

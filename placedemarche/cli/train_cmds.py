@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import catalog_options
+from .options import catalog_options, features_option
 
 
 @click.command("train")
@@ -54,11 +54,12 @@ from .options import catalog_options
 @click.option("--out", type=click.Path(file_okay=False),
               help="Model directory to write (default: pm-results/model-<time>).")
 @click.option("--no-cache", is_flag=True, help="Recompute features instead of using the cache.")
+@features_option
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @catalog_options
 def train(text, image, text_field, classifier, C, fusion, folds, seed, class_weight, finetune, unfreeze,
           epochs, finetune_epochs, lr, finetune_lr, batch_size, augment, views, patience, out, no_cache,
-          no_progress, **catalog_kwargs):
+          features_store, no_progress, **catalog_kwargs):
     """Train a category classifier, cross-validate it, and save it for `pm predict`.
 
     Frozen features of --text and/or --image extractors (repeat an option to combine several)
@@ -80,9 +81,16 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     from ..core.plugins import check_specs
     from rich.markup import escape
 
-    from .options import load_catalog_from_options, print_catalog_notes
+    from ..core.errors import PlaceDeMarcheError
+    from ..core.features import features_from
+    from .options import load_catalog_from_options, print_catalog_notes, store_specs
     from .render import console, err_console, progress_bars
 
+    if features_store:
+        if finetune:
+            raise PlaceDeMarcheError("--finetune trains the backbone on the images themselves: "
+                                     "it cannot read --features from a store")
+        text, image = store_specs(features_store, text, image, text_field)
     # all problems at once, before loading data
     check_specs({"text": text, "image": image, "classifier": [classifier]})
     tuning = None
@@ -97,8 +105,11 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     catalog = load_catalog_from_options({**catalog_kwargs, "text_field": text_field},
                                         text=bool(text), image=bool(image), labels=True)
     print_catalog_notes(catalog, text_field if text else None, bool(image))
+    source = None
+    if features_store:
+        catalog, source = _store_features(features_store, catalog, text, image, text_field)
     out_dir = Path(out) if out else Path("pm-results") / time.strftime("model-%Y%m%d-%H%M%S")
-    with progress_bars(not no_progress):
+    with progress_bars(not no_progress), features_from(source):
         result = train_model(catalog, config, cache=None if no_cache else FeatureCache(), out=out_dir)
     if result.folds:
         console.print(folds_table(result))
@@ -112,6 +123,29 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
                   highlight=False)
     # the last line, where people look for what to open (written by write_training_report)
     console.print(f"Report: {out_dir / 'report.html'}", highlight=False, soft_wrap=True)
+
+
+def _store_features(store_path, catalog, text, image, text_field):
+    """Align the catalogue with the store's sets of the extractors that do not learn from data;
+    those that do are fitted on each fold's training rows as without --features (a set fitted
+    on every product would leak the test folds' vocabulary into training)."""
+    from rich.markup import escape
+
+    from ..core.plugins import create_plugin
+    from .options import align_with_store
+    from .render import err_console
+
+    frozen = {"text": [], "image": []}
+    for kind, specs in (("text", text), ("image", image)):
+        for spec in specs:
+            if create_plugin(kind, spec).learns_from_data:
+                err_console.print(escape(f"{spec}: learns from data, fitted on each fold's training rows "
+                                         "from the catalogue (not read from the store)"), highlight=False)
+            else:
+                frozen[kind].append(spec)
+    if not frozen["text"] and not frozen["image"]:
+        return catalog, None
+    return align_with_store(store_path, catalog, frozen["text"], frozen["image"], text_field)
 
 
 def folds_table(result):

@@ -1,9 +1,10 @@
-"""Catalog, the one product table that flows everywhere, and its CSV loaders and checks."""
+"""Catalog, the one product table that flows everywhere, and its CSV/Parquet loaders and checks."""
 
 from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ COLUMN_CANDIDATES = {
     "label": ("category", "product_category_tree", "label_true", "true_category"),
 }
 
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+://")  # s3://, gs://, https://... (kept with keep_urls)
 FLIPKART_CSV = "flipkart_com-ecommerce_sample_1050.csv"
 IMAGE_DIR_NAMES = ("images", "Images")
 
@@ -51,7 +53,7 @@ class Catalog:
     ids: list[str]
     names: list[str]
     descriptions: list[str]
-    image_paths: list[Path | None]
+    image_paths: list[Path | None]  # a URL stays a str when loaded with keep_urls
     labels: list[str] | None = None
     source: str = ""
     lines: list[int] = field(default_factory=list)
@@ -229,6 +231,8 @@ def image_problem(path: Path | None, *, check_decode: bool = True) -> str | None
     and the size from its header: a decompression bomb is "too large", never decoded."""
     if path is None:
         return "no image given"
+    if _is_url(path):
+        return None  # read, and checked, by the extractor: an unreadable one is its failed row
     if not path.is_file():
         return f"image file not found: {path}"
     if path.stat().st_size == 0:
@@ -272,8 +276,37 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     return header, rows
 
 
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _read_parquet(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """A Parquet catalogue as :func:`_read_csv` gives a CSV one: every value as text ("" for
+    null), row numbers counted like CSV lines (the first row is 2), so messages name rows alike."""
+    import pyarrow.parquet as pq
+
+    import pyarrow as pa
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise CatalogError(f"{path}: not a readable Parquet file ({exc})") from None
+    header = list(table.column_names)
+    if not header:
+        raise CatalogError(f"{path}: no column, expected a table with a header")
+    columns = {name: ["" if v is None else str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+                      for v in table.column(name).to_pylist()] for name in header}
+    rows = [(line, {name: columns[name][i] for name in header})
+            for i, line in enumerate(range(2, table.num_rows + 2))]
+    return header, rows
+
+
+def _read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    return _read_parquet(path) if path.suffix.lower() in PARQUET_SUFFIXES else _read_csv(path)
+
+
 def find_catalog_csv(path: str | os.PathLike) -> Path:
-    """Resolve a catalogue argument: a CSV file, or a directory holding one (Flipkart layout)."""
+    """Resolve a catalogue argument: a CSV or Parquet file, or a directory holding one (Flipkart
+    layout)."""
     p = Path(path).expanduser()
     if p.is_file():
         return p
@@ -281,7 +314,7 @@ def find_catalog_csv(path: str | os.PathLike) -> Path:
         for candidate in (p / FLIPKART_CSV, p / "flipkart" / FLIPKART_CSV, p / "Flipkart" / FLIPKART_CSV):
             if candidate.is_file():
                 return candidate
-        csvs = sorted(p.glob("*.csv"))
+        csvs = sorted(p.glob("*.csv")) or sorted(c for c in p.iterdir() if c.suffix.lower() in PARQUET_SUFFIXES)
         if len(csvs) == 1:
             return csvs[0]
         if len(csvs) > 1:
@@ -334,20 +367,25 @@ def load_catalog(
     label_column: str | None = None,
     image_dir: str | os.PathLike | None = None,
     require_labels: bool = False,
+    keep_urls: bool = False,
 ) -> Catalog:
-    """Load a catalogue CSV: the Flipkart sample or any CSV with id/text/image/label columns.
+    """Load a catalogue CSV or Parquet file: the Flipkart sample or any table with
+    id/text/image/label columns.
 
     Columns not named are looked for among :data:`COLUMN_CANDIDATES`. A
     ``product_category_tree`` label column is reduced to its first level. Relative image
     paths are resolved against ``image_dir`` (default: an ``images/`` or ``Images/``
-    directory beside the CSV). Nothing is dropped here: see :meth:`Catalog.validated`.
+    directory beside the CSV). With ``keep_urls``, an image given as a URL (``s3://``,
+    ``gs://``, ``https://``...) stays that URL (a string), for extractors that read URLs
+    (``pm extract``); else it is read as a local path. Nothing is dropped here: see
+    :meth:`Catalog.validated`.
 
     Usage::
 
         catalog = load_catalog("shared/data/flipkart").validated(on_missing="drop")
     """
     csv_path = find_catalog_csv(path)
-    header, rows = _read_csv(csv_path)
+    header, rows = _read_table(csv_path)
     # The label column is picked first and is never a feature: a `label` column is both a
     # category candidate and a product-name candidate, and reading it as the text made
     # the category the feature (ARI 1.0).
@@ -380,7 +418,8 @@ def load_catalog(
         names.append((row.get(name_col) or "").strip() if name_col else "")
         descs.append((row.get(desc_col) or "").strip() if desc_col else "")
         raw_image = (row.get(image_col) or "").strip() if image_col else ""
-        images.append(_resolve_image(raw_image, images_root, csv_path.parent) if raw_image else None)
+        images.append(None if not raw_image else raw_image if keep_urls and _is_url(raw_image)
+                      else _resolve_image(raw_image, images_root, csv_path.parent))
         if label_col:
             value = row.get(label_col) or ""
             labels.append(flipkart_category(value) if label_col == "product_category_tree" else value.strip())
@@ -391,6 +430,10 @@ def load_catalog(
         columns={"id": id_col, "name": name_col, "description": desc_col, "image": image_col,
                  "label": label_col},
     )
+
+
+def _is_url(value) -> bool:
+    return isinstance(value, str) and _URL.match(value) is not None
 
 
 def _resolve_image(value: str, root: Path, csv_dir: Path) -> Path:

@@ -1,11 +1,16 @@
-"""Computing a catalogue's features with an extractor plugin, through the feature cache."""
+"""Computing a catalogue's features with an extractor plugin, through the feature cache, or
+reading them from a feature store (``--features STORE``) when :func:`features_from` is active."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -59,6 +64,11 @@ def extract_features(extractor: PluginBase, items: Sequence, *, cache: FeatureCa
         feats = extract_features(create_plugin("text", "tfidf"), catalog.texts(), cache=FeatureCache())
     """
     started = time.perf_counter()
+    source = _source.get()
+    if source is not None:
+        found = source.lookup(extractor, len(items))
+        if found is not None:
+            return found
     key = None
     if cache is not None:
         key = extractor_key(extractor, fingerprint(items))
@@ -77,3 +87,90 @@ def extract_features(extractor: PluginBase, items: Sequence, *, cache: FeatureCa
         cache.save(key, matrix, meta={"plugin": extractor.name, "params": extractor.get_params(),
                                       "rows": len(items), "seconds": seconds})
     return Features(matrix, extractor, False, seconds, key)
+
+
+# -- features read from a feature store -------------------------------------------------
+def _plugin_id(kind: str, name: str, params: dict) -> str:
+    return json.dumps([kind, name, params], sort_keys=True)
+
+
+@dataclass
+class StoreFeatures:
+    """Feature matrices read from a store, aligned with one catalogue's rows: what
+    :func:`extract_features` returns, inside :func:`features_from`, for the extractors (plugin
+    and parameters) they were extracted with."""
+
+    matrices: dict[str, tuple[Any, str]] = field(default_factory=dict)  # plugin id -> (matrix, key)
+    sets: dict[tuple[str, str], Any] = field(default_factory=dict)  # (kind, spec) -> FeatureSet
+    dropped: list[str] = field(default_factory=list)  # catalogue ids without a feature row
+
+    def lookup(self, extractor: PluginBase, rows: int) -> Features | None:
+        from .cache import _jsonable
+
+        found = self.matrices.get(_plugin_id(extractor.kind, extractor.name, _jsonable(extractor.get_params())))
+        if found is None:
+            return None
+        matrix, key = found
+        if matrix.shape[0] != rows:
+            raise PlaceDeMarcheError(f"'{extractor.name}': the store's features cover {matrix.shape[0]} "
+                                     f"products but {rows} were asked: the catalogue changed after alignment")
+        return Features(matrix, extractor, True, 0.0, key)
+
+
+def store_features(store, catalog: Catalog, text: Sequence[str], image: Sequence[str],
+                   text_field: TextField = "both") -> tuple[Catalog, StoreFeatures]:
+    """Read the sets of ``text``/``image`` specs from ``store`` (a path or FeatureStore) for the
+    products of ``catalog``; returns the catalogue without the products some set has no row for
+    (failed during extraction, or not extracted), and the features aligned with it.
+
+    Usage::
+
+        catalog, source = store_features("features/", catalog, ["tfidf"], [])
+        with features_from(source):
+            report = evaluate_combinations(catalog, ["tfidf"])
+    """
+    from .store import FeatureStore, StoreError
+
+    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+    source = StoreFeatures()
+    for kind, specs in (("text", text), ("image", image)):
+        for spec in specs:
+            found = store.find(kind, spec, text_field=text_field, ids=catalog.ids)
+            if found is None:
+                field_note = f" --text-field {text_field}" if kind == "text" and text_field != "both" else ""
+                raise StoreError(f"no complete '{spec}' {kind} features in {store.root}: extract them with "
+                                 f"pm extract --{kind} '{spec}'{field_note} --data CATALOGUE --out {store.root}")
+            source.sets[(kind, spec)] = found
+    having = None
+    for found in source.sets.values():
+        ids = set(found.ids())
+        having = ids if having is None else having & ids
+    kept_rows = [i for i, row_id in enumerate(catalog.ids) if having is None or row_id in having]
+    source.dropped = [catalog.ids[i] for i in range(len(catalog)) if having is not None and catalog.ids[i] not in having]
+    if not kept_rows:
+        raise StoreError(f"no product of {catalog.source or 'the catalogue'} has features in {store.root}: "
+                         "was the store extracted from another catalogue?")
+    if source.dropped:
+        validated_for = set(catalog.validated_for)
+        catalog = catalog.subset(kept_rows)
+        catalog.validated_for = validated_for  # dropping rows keeps the others valid
+    ids_digest = hashlib.sha256("\0".join(catalog.ids).encode("utf-8")).hexdigest()
+    for (kind, spec), found in source.sets.items():
+        _, matrix = found.read(catalog.ids)  # every id is there: the others were dropped above
+        plugin_id = _plugin_id(kind, found.manifest["plugin"], found.manifest["params"])
+        key = hashlib.sha256(f"{found.manifest['key']}\0{ids_digest}".encode()).hexdigest()
+        source.matrices[plugin_id] = (matrix, key)
+    return catalog, source
+
+
+_source: ContextVar[StoreFeatures | None] = ContextVar("placedemarche_store_features", default=None)
+
+
+@contextmanager
+def features_from(source: StoreFeatures | None) -> Iterator[None]:
+    """Inside the block, :func:`extract_features` returns ``source``'s features where it has them."""
+    token = _source.set(source)
+    try:
+        yield
+    finally:
+        _source.reset(token)

@@ -1,0 +1,132 @@
+"""`pm extract`: compute a catalogue's features into a feature store, locally or on Ray."""
+
+from __future__ import annotations
+
+import click
+
+from .options import catalog_options
+
+
+@click.command("extract")
+@click.option("--text", "text", multiple=True, metavar="SPEC",
+              help="Text extractor, e.g. tfidf or 'tfidf:max_df=0.5' (repeatable).")
+@click.option("--image", "image", multiple=True, metavar="SPEC",
+              help="Image extractor, e.g. efficientnet-lite0 (repeatable).")
+@click.option("--text-field", type=click.Choice(["name", "description", "both"]), default="both",
+              show_default=True, help="Which product text the text extractors read.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), metavar="STORE",
+              help="Feature store directory (created if needed; a set already there is resumed).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: a Ray Data actor pool on this machine or a cluster.")
+@click.option("--address", metavar="ADDRESS",
+              help="Ray cluster to join ('auto', 'ray://host:10001'; default: RAY_ADDRESS, else a "
+                   "local Ray on this machine's CPUs). --engine ray only.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Rows per batch handed to the extractor (memory grows with it).")
+@click.option("--shard-rows", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Rows per Parquet shard: the unit written at once and resumed after an interruption.")
+@click.option("--concurrency", type=click.IntRange(min=1),
+              help="Ray actors, each with its own plugin instance (--engine ray only).")
+@click.option("--num-gpus-per-worker", type=click.FloatRange(min=0),
+              help="GPUs per Ray actor, e.g. 0.5 for two actors per GPU (--engine ray only).")
+@click.option("--fit-sample", type=click.IntRange(min=1), metavar="N",
+              help="Fit extractors that learn from data (tfidf, bow, word2vec, sift) on N random "
+                   "rows instead of all (recorded in the manifest).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --fit-sample draw.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@catalog_options
+def extract(text, image, text_field, out, engine, address, batch_size, shard_rows, concurrency,
+            num_gpus_per_worker, fit_sample, seed, no_progress, **catalog_kwargs):
+    """Compute features into a feature store (Parquet shards + manifest per extractor).
+
+    Memory stays bounded by --batch-size and --shard-rows whatever the catalogue size; each
+    shard is written as soon as it is complete, so an interrupted run, run again, computes
+    only the missing shards. Products whose image cannot be read get no feature row and are
+    listed in the manifest. Analyse the store with `pm evaluate --features STORE` or
+    `pm train --features STORE`.
+
+    \b
+    Examples:
+      pm extract --text tfidf --image efficientnet-lite0 --data catalogue.parquet --out features/
+      pm extract --image efficientnet-lite0 --data big.csv --out features/ --engine ray --concurrency 4
+    """
+    from rich.markup import escape
+
+    from ..core.catalog import COLUMN_CANDIDATES
+    from ..core.engines import get_engine
+    from ..core.errors import CatalogError, PlaceDeMarcheError
+    from ..core.extract import extract_to_store
+    from ..core.plugins import check_specs
+    from ..core.store import FeatureStore
+    from .options import load_unvalidated_catalog, print_catalog_notes
+    from .render import console, err_console, progress_bars
+
+    if not text and not image:
+        raise PlaceDeMarcheError("nothing to extract: give --text and/or --image (see pm list-extractors)")
+    check_specs({"text": text, "image": image})
+    on_missing = catalog_kwargs.pop("on_missing")
+    # image URLs (s3://, gs://, https://) go to the extractors as they are
+    catalog = load_unvalidated_catalog(catalog_kwargs, labels=False, keep_urls=True)
+    # every check before any work: the catalogue for each modality, the store, the engine
+    texts = images = None
+    if text:  # empty texts are dropped (or refused) as by the other commands
+        texts = catalog.validated(text=text_field, image=False, on_missing=on_missing)
+        print_catalog_notes(texts, text_field, False)
+    if image:
+        if on_missing == "fail":
+            images = catalog.validated(text=None, image=True, check_decode=False, on_missing="fail")
+        elif catalog.columns and not catalog.columns.get("image"):
+            raise CatalogError(f"{catalog.source or 'catalogue'}: no image column (looked for "
+                               f"{', '.join(COLUMN_CANDIDATES['image'])}); name it with --image-column")
+        else:
+            images = catalog  # an unusable image is a failed row listed in the manifest
+    store = FeatureStore(out, create=True)
+    # one engine for every set (a Ray cluster is joined once)
+    runner = get_engine(engine, **_engine_options(engine, address, concurrency, num_gpus_per_worker))
+    options = {"engine": runner, "batch_size": batch_size, "shard_rows": shard_rows, "fit_sample": fit_sample,
+               "seed": seed}
+    results = []
+    try:
+        with progress_bars(not no_progress):
+            if texts is not None:
+                results += extract_to_store(texts, text, (), store, text_field=text_field, **options)
+            if images is not None:
+                results += extract_to_store(images, (), image, store, **options)
+    except KeyboardInterrupt:
+        err_console.print(f"finished shards are kept in {escape(out)}: run the same command again to "
+                          "compute only the others", highlight=False)
+        raise
+    finally:
+        runner.close()
+    console.print(summary_table(results))
+    for done in results:
+        if done.failed:
+            shown = "; ".join(f"{row['id']}: {row['reason']}" for row in done.failed[:3])
+            more = f" and {len(done.failed) - 3} more" if len(done.failed) > 3 else ""
+            err_console.print(f"[yellow]{escape(done.spec)}: {len(done.failed)} product(s) without features[/] "
+                              f"({escape(shown)}{more}; all in {escape(str(done.path / 'manifest.json'))})",
+                              highlight=False)
+    console.print(f"Store: {out} (analyse with: pm evaluate --features {out} --data ...)",
+                  highlight=False, markup=False, soft_wrap=True)
+
+
+def _engine_options(engine: str, address, concurrency, num_gpus_per_worker) -> dict:
+    """Options for the engine; the local engine is given none (it refuses the ray ones given)."""
+    options = {"address": address, "concurrency": concurrency, "num_gpus_per_worker": num_gpus_per_worker}
+    return options if engine == "ray" else {k: v for k, v in options.items() if v is not None}
+
+
+def summary_table(results):
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="Feature sets")
+    for column, justify in (("set", "left"), ("kind", "left"), ("rows", "right"), ("features", "right"),
+                            ("failed", "right"), ("dims", "right"), ("storage", "left"),
+                            ("shards new/reused", "right"), ("seconds", "right"), ("directory", "left")):
+        table.add_column(column, justify=justify, overflow="fold")
+    for done in results:
+        table.add_row(Text(done.spec), done.kind, f"{done.rows:,}", f"{done.features:,}", f"{len(done.failed):,}",
+                      str(done.dims or "-"), done.storage or "-",
+                      f"{done.shards_written}/{done.shards_reused}", f"{done.seconds:.1f}", Text(done.path.name))
+    return table
