@@ -189,3 +189,43 @@ def test_open_image_identifies_formats_as_pillow_does(tmp_path, suffix):
     with Image.open(path) as expected, open_image(path) as opened:
         assert (opened.format, opened.size, opened.mode) == (expected.format, expected.size, expected.mode)
         assert opened.convert("RGB").getpixel((5, 5)) == expected.convert("RGB").getpixel((5, 5))
+
+
+# -- images from anywhere: paths, file:// URLs, bytes, http(s) ------------------------------------
+def test_a_url_or_bytes_decode_exactly_like_the_path(tmp_path, httpserver):
+    from placedemarche.core.images import read_image_bytes
+
+    path = _write(tmp_path / "photo.png", 12, 30, (10, 120, 200))
+    data = path.read_bytes()
+    httpserver.expect_request("/photos/photo.png").respond_with_data(data, content_type="image/png")
+    sources = [str(path), path.as_uri(), data, httpserver.url_for("/photos/photo.png")]
+    assert all(read_image_bytes(s) == data for s in sources)
+    expected = load_image(path, 16)
+    for source in sources:
+        assert np.array_equal(load_image(source, 16), expected), source
+    batches = list(iter_image_batches(sources, 16, batch_size=4, workers=2))
+    assert all(np.array_equal(image, expected) for image in batches[0])
+
+
+def test_unreadable_urls_and_bytes_are_image_read_errors_naming_them(tmp_path, httpserver):
+    httpserver.expect_request("/gone.jpg").respond_with_data("nope", status=404)
+    url = httpserver.url_for("/gone.jpg")
+    with pytest.raises(ImageReadError, match=r"cannot read image http://.*/gone\.jpg: 404") as caught:
+        load_image(url, 8)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ImageReadError, match=r"absent\.png: not found"):
+        load_image((tmp_path / "absent.png").as_uri(), 8)
+    with pytest.raises(ImageReadError, match=r"cannot decode image <9 bytes>"):
+        load_image(b"not a png", 8)
+
+
+def test_a_url_scheme_nothing_can_read_is_a_missing_dependency(tmp_path):
+    from placedemarche.core.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError, match=r"cannot read nosuchfs:// images"):
+        load_image("nosuchfs://bucket/photo.jpg", 8)
+
+
+def test_a_decompression_bomb_given_as_bytes_is_refused_from_its_header(bomb_png):
+    with pytest.raises(ImageReadError, match=r"image too large \(20000×20000 pixels.*<\d+ bytes>"):
+        load_image(bomb_png.read_bytes(), 8)

@@ -156,3 +156,19 @@ def test_flipkart_subset_gives_finite_features(flipkart_dir):
     assert (np.linalg.norm(X, axis=1) > 0).mean() > 0.95
     # the vocabulary is learned from the 20,000 sampled descriptors, not from all of them
     assert ext.n_words_ == 100 and ext.vocabulary_.cluster_centers_.shape == (100, 128)
+
+
+def test_sift_reads_images_from_urls_and_bytes_like_files(tiny_paths, httpserver):
+    from pathlib import Path
+
+    from placedemarche.plugins.image.sift import read_grayscale
+
+    path = Path(tiny_paths[0])
+    httpserver.expect_request("/a.jpg").respond_with_data(path.read_bytes(), content_type="image/jpeg")
+    expected = read_grayscale(path, 48)
+    for source in (path.as_uri(), path.read_bytes(), httpserver.url_for("/a.jpg")):
+        assert np.array_equal(read_grayscale(source, 48), expected)
+    ext = create_plugin("image", SMALL).fit(tiny_paths)
+    assert np.allclose(ext.transform([path.as_uri(), path.read_bytes()]), ext.transform([path, path]))
+    with pytest.raises(ImageReadError, match=r"^sift: cannot decode image <0 bytes>"):
+        read_grayscale(b"", 48)

@@ -8,24 +8,101 @@ Images declaring more pixels than ``pixel_limit()`` (decompression bombs: a 50 k
 declare 20000×20000 pixels, 1.2 GB once decoded in colour) are refused from their header,
 before anything decodes them: OpenCV's own limit (``CV_IO_MAX_IMAGE_PIXELS``, 2**30 by
 default) is far higher than Pillow's.
+
+An image source is a local path, a URL or the encoded bytes themselves (:func:`read_image_bytes`),
+so the same decoding serves files on this machine, shared or object storage (``s3://``,
+``gs://``, ``file://`` through fsspec and its filesystem packages, e.g. s3fs, gcsfs) and
+``http(s)://`` (through requests: fsspec's HTTP filesystem needs aiohttp, which
+placedemarche does not install), e.g. on Ray workers that do not see the driver's disk.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import struct
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence, Union
 
 import numpy as np
 
-from .errors import ImageReadError
+from .errors import ImageReadError, MissingDependencyError
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
+
+#: A local path, a URL (``s3://``, ``gs://``, ``https://``, ``file://``...) or encoded image bytes.
+ImageSource = Union[str, os.PathLike, bytes]
+
+#: Seconds an ``http(s)://`` image may take to answer (connect, then each read).
+HTTP_TIMEOUT = 30.0
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]+://")
+
+
+def is_url(source: ImageSource) -> bool:
+    """Whether ``source`` is a URL (``scheme://...``) rather than a local path or bytes."""
+    return isinstance(source, str) and bool(_URL.match(source))
+
+
+def source_label(source: ImageSource) -> str:
+    """How errors name ``source``: its path or URL, or ``<N bytes>``."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    return str(source)
+
+
+def read_image_bytes(source: ImageSource, who: str = "") -> bytes:
+    """The encoded bytes of an image: ``bytes`` as given, a local path read from disk, an
+    ``http(s)://`` URL fetched with requests, any other URL (``file://``, ``s3://``, ``gs://``,
+    ...) read through fsspec. Raises ImageReadError (its message prefixed with ``who``, e.g.
+    ``"sift: "``) naming the source when it cannot be read (missing file, HTTP error,
+    unreachable host), and MissingDependencyError when the URL's filesystem package (s3fs,
+    gcsfs...) is not installed.
+
+    Usage::
+
+        image = load_image(read_image_bytes("s3://bucket/photos/42.jpg"), 224)
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    label = source_label(source)
+    if not is_url(source):
+        try:
+            with open(source, "rb") as handle:
+                return handle.read()
+        except OSError as exc:
+            reason = "the file is missing" if isinstance(exc, FileNotFoundError) else exc.strerror or type(exc).__name__
+            raise ImageReadError(f"{who}cannot read image {label}: {reason}; replace or remove it") from None
+    scheme = str(source).split("://", 1)[0].lower()
+    try:
+        if scheme in ("http", "https"):
+            import requests
+
+            response = requests.get(str(source), timeout=HTTP_TIMEOUT)
+            response.raise_for_status()
+            return response.content
+        import fsspec
+
+        with fsspec.open(str(source), "rb") as handle:
+            return handle.read()
+    except ImportError as exc:  # fsspec names the package its filesystem needs
+        raise MissingDependencyError(f"{who}reading {scheme}:// images needs a filesystem package: "
+                                     f"{str(exc).splitlines()[0]}") from None
+    except ValueError as exc:
+        if "protocol" in str(exc).lower():  # fsspec knows no such scheme: no row would read
+            raise MissingDependencyError(f"{who}cannot read {scheme}:// images: "
+                                         f"{str(exc).splitlines()[0]}") from None
+        raise ImageReadError(f"{who}cannot read image {label}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - a network or storage failure is this row's failure
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if isinstance(exc, FileNotFoundError):
+            reason = "not found"
+        raise ImageReadError(f"{who}cannot read image {label}: {reason}; check the URL and the "
+                             "workers' access to it") from None
 
 
 def pixel_limit() -> int | None:
@@ -50,9 +127,10 @@ def too_large(size: tuple[int, int]) -> str | None:
 
 
 @contextmanager
-def open_image(path: str | os.PathLike) -> Iterator["PILImage.Image"]:
-    """Open ``path`` with Pillow like ``Image.open`` (header read, pixels on demand), without
-    Pillow's decompression-bomb check: callers check ``too_large(image.size)`` themselves.
+def open_image(path: str | os.PathLike | bytes) -> Iterator["PILImage.Image"]:
+    """Open ``path`` (a local file, or encoded image bytes) with Pillow like ``Image.open``
+    (header read, pixels on demand), without Pillow's decompression-bomb check: callers check
+    ``too_large(image.size)`` themselves.
 
     ``Image.open``'s check cannot be used: its error says the pixel count but not the size,
     and between 1× and 2× its limit it warns through the process-wide warnings filters, which
@@ -62,7 +140,9 @@ def open_image(path: str | os.PathLike) -> Iterator["PILImage.Image"]:
     """
     from PIL import Image, UnidentifiedImageError
 
-    with open(path, "rb") as handle:
+    is_bytes = isinstance(path, (bytes, bytearray, memoryview))
+    with (io.BytesIO(path) if is_bytes else open(path, "rb")) as handle:
+        filename = "" if is_bytes else str(path)
         prefix = handle.read(16)
         tried: set[str] = set()
         for load_plugins in (Image.preinit, Image.init):  # the common formats first, as Pillow does
@@ -75,20 +155,22 @@ def open_image(path: str | os.PathLike) -> Iterator["PILImage.Image"]:
                     continue
                 handle.seek(0)
                 try:
-                    image = factory(handle, str(path))
+                    image = factory(handle, filename)
                 except (SyntaxError, IndexError, TypeError, struct.error):  # not this format after all
                     continue
                 with image:
                     yield image
                 return
-        raise UnidentifiedImageError(f"cannot identify image file {str(path)!r}")
+        raise UnidentifiedImageError(f"cannot identify image file {source_label(path)!r}")
 
 
-def check_pixel_count(path: str | os.PathLike, who: str = "") -> None:
-    """Raise ImageReadError (prefixed with ``who``) if the header of ``path`` declares more
-    than ``pixel_limit()`` pixels; files Pillow cannot identify are left to their decoder."""
+def check_pixel_count(path: str | os.PathLike | bytes, who: str = "", label: str | None = None) -> None:
+    """Raise ImageReadError (prefixed with ``who``, naming ``label`` or else ``path``) if the
+    header of ``path`` (a local file or encoded bytes) declares more than ``pixel_limit()``
+    pixels; images Pillow cannot identify are left to their decoder."""
     from PIL import Image, UnidentifiedImageError
 
+    label = label or source_label(path)
     try:
         with open_image(path) as image:
             problem = too_large(image.size)
@@ -97,26 +179,33 @@ def check_pixel_count(path: str | os.PathLike, who: str = "") -> None:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return
     if problem:
-        raise ImageReadError(f"{who}{problem}: {path}; downscale it or remove its row from the catalogue")
+        raise ImageReadError(f"{who}{problem}: {label}; downscale it or remove its row from the catalogue")
 
 
-def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
+def load_image(source: ImageSource, size: int) -> np.ndarray:
     """One RGB uint8 image, padded to a square with white (product photos sit on white)
-    and resized to ``size`` x ``size``; raises ImageReadError naming the file."""
+    and resized to ``size`` x ``size``; ``source`` is a local path, a URL or encoded bytes
+    (see :func:`read_image_bytes`). Raises ImageReadError naming the source.
+
+    Usage::
+
+        pixels = load_image("https://example.com/42.jpg", 224)  # (224, 224, 3) uint8
+    """
     import cv2
 
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    label = source_label(source)
+    data = read_image_bytes(source)
     image = None
-    if data is not None and data.size:
-        check_pixel_count(path)
+    if data:
+        check_pixel_count(data, label=label)
         try:
-            image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
         except cv2.error:  # e.g. past CV_IO_MAX_IMAGE_PIXELS when Pillow's limit is disabled
             image = None
-    if image is None and data is not None and data.size:
-        image = _decode_with_pil(path)
+        if image is None:
+            image = _decode_with_pil(data)
     if image is None:
-        raise ImageReadError(f"cannot decode image {path}: the file is missing, empty or corrupt")
+        raise ImageReadError(f"cannot decode image {label}: the file is missing, empty or corrupt")
     h, w = image.shape[:2]
     side = max(h, w)
     # resize first (longest side to ``size``), then pad: the same picture as padding first,
@@ -132,7 +221,7 @@ def load_image(path: str | os.PathLike, size: int) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def _decode_with_pil(path) -> np.ndarray | None:
+def _decode_with_pil(data: bytes) -> np.ndarray | None:
     """BGR image via Pillow, for what OpenCV cannot read but the catalogue accepts (GIF, ...);
     transparency is flattened onto white. None if Pillow cannot decode it either."""
     from PIL import Image, ImageOps
@@ -140,7 +229,7 @@ def _decode_with_pil(path) -> np.ndarray | None:
     try:
         # open_image rather than Image.open: the size was checked by load_image, and Pillow
         # would otherwise warn, from this worker thread, about images between 1× and 2× its limit
-        with open_image(path) as im:
+        with open_image(data) as im:
             im.seek(0)
             im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -157,9 +246,10 @@ def _load_batch(paths: Sequence, size: int) -> np.ndarray:
     return np.stack([load_image(p, size) for p in paths])
 
 
-def iter_image_batches(paths: Sequence[str | os.PathLike], size: int, batch_size: int = 32,
+def iter_image_batches(paths: Sequence[ImageSource], size: int, batch_size: int = 32,
                        workers: int | None = None, prefetch: int = 2) -> Iterator[np.ndarray]:
-    """Yield uint8 RGB batches ``(b, size, size, 3)`` in order, decoding ahead in threads.
+    """Yield uint8 RGB batches ``(b, size, size, 3)`` in order, decoding ahead in threads;
+    ``paths`` may hold local paths, URLs or encoded bytes (see :func:`load_image`).
 
     Usage::
 

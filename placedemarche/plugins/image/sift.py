@@ -5,13 +5,12 @@ from __future__ import annotations
 import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from pathlib import Path
 
 import numpy as np
 
 from placedemarche import ImageExtractor, hookimpl
 from placedemarche.core.errors import CatalogError, ImageReadError, PluginConfigError
-from placedemarche.core.images import check_pixel_count
+from placedemarche.core.images import check_pixel_count, read_image_bytes, source_label
 from placedemarche.core.progress import task
 
 #: Fewest visual words the vocabulary is shrunk to when there are few descriptors.
@@ -21,23 +20,24 @@ MIN_WORDS = 8
 DESCRIPTORS_PER_WORD = 10
 
 
-def read_grayscale(path, max_side: int) -> np.ndarray:
-    """A uint8 grayscale image whose longer side is at most ``max_side``; raises
-    ImageReadError naming the file when it is missing or cannot be decoded."""
+def read_grayscale(source, max_side: int) -> np.ndarray:
+    """A uint8 grayscale image whose longer side is at most ``max_side``; ``source`` is a local
+    path, a URL or encoded bytes (``core.images.read_image_bytes``). Raises ImageReadError
+    naming the source when it is missing or cannot be decoded."""
     import cv2
 
-    # np.fromfile + imdecode rather than imread: imread fails silently on non-ASCII paths.
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    label = source_label(source)
+    data = read_image_bytes(source, "sift: ")
     image = None
-    if data is not None and data.size:
+    if data:
         # OpenCV would decode a 20000×20000 bomb (400 MB) before the downscale below
-        check_pixel_count(path, "sift: ")
+        check_pixel_count(data, "sift: ", label)
         try:
-            image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
         except cv2.error:  # e.g. past CV_IO_MAX_IMAGE_PIXELS when Pillow's limit is disabled
             image = None
     if image is None:
-        raise ImageReadError(f"sift: cannot decode image {path}: the file is missing, empty or "
+        raise ImageReadError(f"sift: cannot decode image {label}: the file is missing, empty or "
                              "corrupt; replace or remove it")
     scale = max_side / max(image.shape)
     if scale < 1:
