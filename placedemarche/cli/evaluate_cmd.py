@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import catalog_options, load_catalog_from_options
+from .options import catalog_options, features_option, load_catalog_from_options
 
 
 @click.command("evaluate")
@@ -40,13 +40,20 @@ from .options import catalog_options, load_catalog_from_options
 @click.option("--no-fuse", is_flag=True, help="Do not evaluate text × image combinations.")
 @click.option("--jobs", type=click.IntRange(min=1),
               help="Clustering jobs (run × seed) at once, one per process (default: the CPUs available).")
+@click.option("--approximate-above", type=click.IntRange(min=1), metavar="N",
+              help="Products past which the evaluator approximates: mini-batch k-means, silhouette, "
+                   "t-SNE fit and plots on a stratified sample (default: 20000).")
+@click.option("--sample-size", type=click.IntRange(min=10), metavar="N",
+              help="Products in that stratified sample (default: 10000).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output directory (default: pm-results/evaluate-<time>).")
 @click.option("--no-cache", is_flag=True, help="Recompute features instead of using the cache.")
+@features_option
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @catalog_options
 def evaluate(text, image, text_field, reducer, cluster_on, clusterer, clusters, seeds, text_weight, scale,
-             perplexity, tsne_input, no_fuse, jobs, out, no_cache, no_progress, **catalog_kwargs):
+             perplexity, tsne_input, no_fuse, jobs, approximate_above, sample_size, out, no_cache,
+             features_store, no_progress, **catalog_kwargs):
     """Do products of one category group together? Cluster and score feature combinations.
 
     Runs every --text and --image extractor alone and every text × image pair, clusters each
@@ -60,10 +67,13 @@ def evaluate(text, image, text_field, reducer, cluster_on, clusterer, clusters, 
     from ..core.cache import FeatureCache
     from ..core.errors import PlaceDeMarcheError
     from ..core.evaluate import EvaluationConfig, evaluate_combinations
+    from ..core.features import features_from
     from ..core.plugins import check_specs
-    from .options import print_catalog_notes
+    from .options import align_with_store, print_catalog_notes, store_specs
     from .render import console, progress_bars
 
+    if features_store:
+        text, image = store_specs(features_store, text, image, text_field)
     if not text and not image:
         raise PlaceDeMarcheError("nothing to evaluate: give --text and/or --image (see pm list-extractors)")
     clusterers = tuple(clusterer) or ("kmeans",)
@@ -73,17 +83,23 @@ def evaluate(text, image, text_field, reducer, cluster_on, clusterer, clusters, 
         reducer=reducer, cluster_on=tuple(cluster_on) or ("raw", "reduced", "tsne"), clusterers=clusterers,
         n_clusters=clusters, seeds=tuple(range(seeds)), text_field=text_field, scale=scale,
         text_weight=text_weight, perplexity=perplexity, tsne_input=tsne_input, n_jobs=jobs,
+        approximate_above=approximate_above, sample_size=sample_size,
     )
     config.check()
     catalog = load_catalog_from_options({**catalog_kwargs, "text_field": text_field},
                                         text=bool(text), image=bool(image), labels=True)
     out_dir = Path(out) if out else Path("pm-results") / time.strftime("evaluate-%Y%m%d-%H%M%S")
     print_catalog_notes(catalog, text_field if text else None, bool(image))
+    source = None
+    if features_store:
+        catalog, source = align_with_store(features_store, catalog, text, image, text_field)
     cache = None if no_cache else FeatureCache()
-    with progress_bars(not no_progress):
+    with progress_bars(not no_progress), features_from(source):
         report = evaluate_combinations(catalog, text, image, config=config, cache=cache,
                                        fuse=not no_fuse, out=out_dir)
     console.print(results_table(report))
+    for what, how in report.approximations.items():  # one line each: what is not exact
+        console.print(f"Approximated {what}: {how}", highlight=False, markup=False, soft_wrap=True)
     used = f"text field '{config.text_field}'" if text else "images only"
     console.print(
         f"{len(catalog)} products, {len(report.categories)} categories, {used}, "

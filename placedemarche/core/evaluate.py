@@ -6,6 +6,9 @@ builds the feature space, reduces it, clusters it with each clusterer plugin ask
 ``reduced``, ``tsne``), and scores the clusters against the true categories over several
 seeds (mean and standard deviation). Every feature combination x clusterer is a run; the
 t-SNE map of a combination and seed is computed once and shared by all its clusterers.
+Past a size threshold (20,000 products) nothing quadratic in the number of products is
+computed: mini-batch k-means, and silhouette, t-SNE fit and plots on a stratified sample; each
+approximation is listed in ``report.approximations`` (see :mod:`placedemarche.core.scale`).
 
 Usage::
 
@@ -32,13 +35,15 @@ import numpy as np
 
 from .cache import FeatureCache
 from .catalog import Catalog
+from .clusterer_plans import clusterer_notes, clusterer_plans, dense_for
 from .errors import PlaceDeMarcheError
 from .evaluation_results import EvaluationConfig, EvaluationReport, RunResult, SpaceResult
 from .features import Features, extract_features, extractor_inputs
 from .fusion import fuse_blocks, reduce_features, scale_rows, tsne_input_for
 from .metrics import matched_confusion, n_clusters_of, noise_counts, score_clustering
-from .plugins import create_plugin, get_plugin_class, parse_plugin_spec
+from .plugins import create_plugin
 from .progress import Reporter, reporting, task
+from .scale import PLACE_NEIGHBOURS, ScalePlan, approximations, embed_on_sample, plan_for
 
 
 def _tsne(X, seed: int, perplexity: float) -> np.ndarray:
@@ -46,20 +51,12 @@ def _tsne(X, seed: int, perplexity: float) -> np.ndarray:
     return np.asarray(reducer.fit_transform(X), dtype=np.float32)
 
 
-def _clusterer_plans(specs: Sequence[str], k: int) -> list[tuple[type, dict[str, Any]]]:
-    """Each clusterer's class and parameters, k included where it takes one; the seed is
-    added per job. Classes (not names) go to the workers, so a clusterer registered at run
-    time works in them too."""
-    plans = []
-    for spec in specs:
-        name, params = parse_plugin_spec(spec)
-        cls = get_plugin_class("clusterer", name)
-        cls.require()
-        if cls.needs_n_clusters:
-            params.setdefault("n_clusters", k)
-        cls.check_params(params)
-        plans.append((cls, params))
-    return plans
+def _map(X, seed: int, perplexity: float, sample: np.ndarray | None) -> np.ndarray:
+    """The 2-D t-SNE map of every row: exact, or fitted on the ``sample`` rows with the others
+    placed by their nearest sampled neighbours (see :mod:`placedemarche.core.scale`)."""
+    if sample is None:
+        return _tsne(X, seed, perplexity)
+    return embed_on_sample(X, sample, lambda rows: _tsne(rows, seed, perplexity))
 
 
 def _cluster(plan: tuple[type, dict[str, Any]], X, seed: int) -> np.ndarray:
@@ -67,13 +64,6 @@ def _cluster(plan: tuple[type, dict[str, Any]], X, seed: int) -> np.ndarray:
     if "random_state" in cls._get_param_names():
         params = {**params, "random_state": seed}
     return np.asarray(cls.create(**params).fit_predict(X), dtype=np.int64)
-
-
-def _dense(X):
-    """A dense array for clusterers without sparse support (the raw TF-IDF space, n x vocabulary)."""
-    import scipy.sparse
-
-    return X.toarray() if scipy.sparse.issparse(X) else X
 
 
 # -- the evaluator ----------------------------------------------------------------------
@@ -131,7 +121,9 @@ def evaluate_combinations(
     k = config.n_clusters or len(categories)
     if k >= len(catalog):
         raise PlaceDeMarcheError(f"{k} clusters for {len(catalog)} products: need more products")
-    plans = _clusterer_plans(config.clusterers, k)  # unknown clusterers fail before any extraction
+    plan = plan_for(y, config.approximate_above, config.sample_size)
+    # unknown clusterers fail before any extraction
+    plans = clusterer_plans(config.clusterers, k, plan.threshold)
 
     features: dict[tuple[str, str], Features] = {}
     for kind, specs in (("text", text), ("image", image)):
@@ -145,7 +137,7 @@ def evaluate_combinations(
         combos += [(t, i) for t in text for i in image]
 
     prepared = [_prepare_run(t, i, features, config) for t, i in combos]
-    runs = _cluster_runs(prepared, features, y, plans, config, cache)
+    runs = _cluster_runs(prepared, features, y, plans, config, cache, plan)
     runs.sort(key=lambda r: (-_nan_low(r.mean("ari")), r.name))
 
     report = EvaluationReport(
@@ -157,6 +149,9 @@ def evaluate_combinations(
                  "dropped": len(catalog.dropped),
                  "dropped_rows": [{"id": p.row_id, "line": p.line, "problem": p.problem}
                                   for p in catalog.dropped]},
+        scale=plan.describe(), plot_sample=plan.sample,
+        approximations=approximations(plan, any(r.map_xy is not None for r in runs),
+                                      clusterer_notes(config.clusterers, plans, len(y))),
     )
     if out is not None:
         from .report import write_evaluation_report
@@ -218,9 +213,11 @@ def _prepare_run(text_spec, image_spec, features, config: EvaluationConfig) -> _
     )
 
 
-def embedding_key(run: _PreparedRun, features, config: EvaluationConfig, seed: int) -> str | None:
+def embedding_key(run: _PreparedRun, features, config: EvaluationConfig, seed: int,
+                  plan: ScalePlan | None = None) -> str | None:
     """Cache key of one run's t-SNE map: the features (their own cache keys), everything that
-    turns them into the t-SNE input, and t-SNE's settings. None when a feature has no key."""
+    turns them into the t-SNE input, t-SNE's settings, and the sample it was fitted on when
+    the ``plan`` approximates. None when a feature has no key."""
     keys = [features[used].key for used in run.used]
     if any(key is None for key in keys):
         return None
@@ -236,15 +233,18 @@ def embedding_key(run: _PreparedRun, features, config: EvaluationConfig, seed: i
                  "version": getattr(tsne, "cache_version", "1"),
                  "params": {k: repr(v) for k, v in sorted(tsne.get_params().items())}},
     }
+    if plan is not None and plan.active:  # exact maps keep their earlier keys
+        payload["sampled"] = {"size": len(plan.sample), "seed": 0, "neighbours": PLACE_NEIGHBOURS}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def labels_key(run: _PreparedRun, features, config: EvaluationConfig, space: str, plan, seed: int) -> str | None:
+def labels_key(run: _PreparedRun, features, config: EvaluationConfig, space: str, plan, seed: int,
+               scale: ScalePlan | None = None) -> str | None:
     """Cache key of one clusterer's labels in one space and seed: what the space is made of
     (for t-SNE, its map's key), the clusterer's class, version and parameters. An identical
     re-run then clusters nothing again; another clusterer or k is another key."""
     if space == "tsne":
-        source = embedding_key(run, features, config, seed)
+        source = embedding_key(run, features, config, seed, scale)
     else:
         keys = [features[used].key for used in run.used]
         source = None if any(key is None for key in keys) else {
@@ -262,15 +262,17 @@ def labels_key(run: _PreparedRun, features, config: EvaluationConfig, space: str
 
 
 def _cluster_one_seed(spaces_X: dict[str, Any], tsne_X, xy, seed: int, plans, y: np.ndarray,
-                      cluster_on: Sequence[str], perplexity: float, known: dict | None = None):
+                      cluster_on: Sequence[str], perplexity: float, known: dict | None = None,
+                      sample: np.ndarray | None = None):
     """One (feature combination, seed) job: the t-SNE map unless given, then every clusterer
     in every space (unless its labels are ``known``, from the cache), and their scores. One map
-    serves all the clusterers. A top-level function of plain arguments, so worker processes
+    serves all the clusterers. With a ``sample`` (large catalogues), the map is fitted on it and
+    the silhouette computed on it. A top-level function of plain arguments, so worker processes
     can run it."""
     known = known or {}
     computed = None
     if "tsne" in cluster_on and xy is None:
-        computed = xy = _tsne(tsne_X, seed, perplexity)
+        computed = xy = _map(tsne_X, seed, perplexity, sample)
     labels, scores = {}, {}
     for space in cluster_on:
         X = xy if space == "tsne" else spaces_X[space]
@@ -281,10 +283,10 @@ def _cluster_one_seed(spaces_X: dict[str, Any], tsne_X, xy, seed: int, plans, y:
             else:
                 given = X
                 if not plan[0].accepts_sparse:
-                    dense = _dense(X) if dense is None else dense
+                    dense = dense_for(X, plan[0].name) if dense is None else dense
                     given = dense
                 labels[(c, space)] = _cluster(plan, given, seed)
-            scores[(c, space)] = score_clustering(y, labels[(c, space)], X)
+            scores[(c, space)] = score_clustering(y, labels[(c, space)], X, sample=sample)
     return computed, labels, scores
 
 
@@ -296,17 +298,18 @@ def default_jobs() -> int:
         return os.cpu_count() or 1
 
 
-def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, plans,
-                  config: EvaluationConfig, cache: FeatureCache | None) -> list[RunResult]:
+def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, plans, config: EvaluationConfig,
+                  cache: FeatureCache | None, scale: ScalePlan) -> list[RunResult]:
     """Run every (feature combination, seed) job, several at once, reusing cached t-SNE maps;
     each job runs every clusterer. One RunResult per combination x clusterer."""
     seeds = list(config.seeds)
+    sample = scale.sample
     jobs = [(r, seed) for r in range(len(prepared)) for seed in seeds]
     cached_xy: dict[tuple[int, int], np.ndarray] = {}
     keys: dict[tuple[int, int], str] = {}
     if cache is not None and "tsne" in config.cluster_on:
         for r, seed in jobs:
-            key = embedding_key(prepared[r], features, config, seed)
+            key = embedding_key(prepared[r], features, config, seed, scale)
             if key is None:
                 continue
             keys[(r, seed)] = key
@@ -319,7 +322,7 @@ def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, plans,
         for r, seed in jobs:
             for c, plan in enumerate(plans):
                 for space in config.cluster_on:
-                    key = labels_key(prepared[r], features, config, space, plan, seed)
+                    key = labels_key(prepared[r], features, config, space, plan, seed, scale)
                     if key is None:
                         continue
                     label_keys[(r, seed, c, space)] = key
@@ -337,7 +340,7 @@ def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, plans,
     def call(r, seed):
         run = prepared[r]
         return (r, seed, *_cluster_one_seed(run.spaces_X, run.tsne_X, cached_xy.get((r, seed)), seed, plans,
-                                            y, config.cluster_on, config.perplexity, known[(r, seed)]))
+                                            y, config.cluster_on, config.perplexity, known[(r, seed)], sample))
 
     results: dict[tuple[int, int], tuple] = {}
     started = time.perf_counter()
@@ -351,7 +354,7 @@ def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, plans,
             outcomes = ((*jobs[index], *result) for index, result in parallel(
                 delayed(_indexed_job)(index, prepared[r].spaces_X, prepared[r].tsne_X,
                                       cached_xy.get((r, seed)), seed, plans, y, config.cluster_on,
-                                      config.perplexity, known[(r, seed)])
+                                      config.perplexity, known[(r, seed)], sample)
                 for index, (r, seed) in enumerate(jobs)))
         for r, seed, computed, labels, scores in outcomes:
             results[(r, seed)] = (computed, labels, scores)
@@ -379,7 +382,7 @@ def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, plans,
             if "tsne" in config.cluster_on else {}
         map_xy = embeddings.get(first)
         if map_xy is None:  # no t-SNE space asked: a map of the first seed all the same, once
-            map_xy = _tsne(run.tsne_X, first, config.perplexity)
+            map_xy = _map(run.tsne_X, first, config.perplexity, sample)
         used_features = {spec: {"dims": int(features[(kind, spec)].matrix.shape[1]),
                                 "cached": features[(kind, spec)].from_cache,
                                 "seconds": round(features[(kind, spec)].seconds, 3),

@@ -46,6 +46,10 @@ class EvaluationConfig:
             slow to embed, and its SVD is the LSA space that clusters better).
         n_jobs: (run, seed) clustering jobs run at once, one per process; ``None``: as many
             as the CPUs this process may use. Results do not depend on it.
+        approximate_above: products past which the evaluator approximates (mini-batch
+            k-means, sampled silhouette, t-SNE fitted on a sample, plots from the sample; see
+            :mod:`placedemarche.core.scale`); ``None``: ``scale.APPROXIMATE_ABOVE`` (20,000).
+        sample_size: products in that stratified sample; ``None``: ``scale.SAMPLE_SIZE`` (10,000).
     """
 
     reducer: str = "pca:n_components=100"
@@ -59,6 +63,8 @@ class EvaluationConfig:
     perplexity: float = 30.0
     tsne_input: str = "auto"
     n_jobs: int | None = None
+    approximate_above: int | None = None
+    sample_size: int | None = None
 
     def check(self) -> None:
         bad = [s for s in self.cluster_on if s not in SPACES]
@@ -78,6 +84,10 @@ class EvaluationConfig:
             raise PlaceDeMarcheError(f"need at least 2 clusters, got {self.n_clusters}")
         if self.n_jobs is not None and self.n_jobs < 1:
             raise PlaceDeMarcheError(f"n_jobs must be at least 1, got {self.n_jobs}")
+        if self.approximate_above is not None and self.approximate_above < 1:
+            raise PlaceDeMarcheError(f"approximate_above must be at least 1, got {self.approximate_above}")
+        if self.sample_size is not None and self.sample_size < 10:
+            raise PlaceDeMarcheError(f"the sample needs at least 10 products, got {self.sample_size}")
 
 
 @dataclass
@@ -148,6 +158,15 @@ class EvaluationReport:
     categories: list[str]
     catalog: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
+    #: what was approximated and how, one line each (empty: everything exact)
+    approximations: dict[str, str] = field(default_factory=dict)
+    scale: dict[str, Any] = field(default_factory=dict)  # products, threshold, sample size
+    #: products drawn in plots and report.html (sorted indices); None: all of them
+    plot_sample: np.ndarray | None = None
+
+    def plotted(self) -> np.ndarray | slice:
+        """Index of the products plots and report.html show: the sample, or all of them."""
+        return slice(None) if self.plot_sample is None else self.plot_sample
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +174,8 @@ class EvaluationReport:
                        "clusterers": list(self.config.clusterers), "seeds": list(self.config.seeds)},
             "catalog": self.catalog,
             "categories": self.categories,
+            "scale": self.scale,
+            "approximations": self.approximations,
             "runs": [
                 {
                     "name": run.name,

@@ -45,14 +45,18 @@ METRIC_TITLES = {"ari": "ARI", "nmi": "NMI", "homogeneity": "homog.", "completen
 # -- evaluation ----------------------------------------------------------------------------
 def write_evaluation_html(report: "EvaluationReport", out: Path, catalog: "Catalog") -> Path:
     """Write ``out/report.html``: ranked table, ARI summary, and per run an interactive map
-    (hover shows the product's photo), confusion matrices and cluster photo grid."""
+    (hover shows the product's photo), confusion matrices and cluster photo grid. Maps show
+    the report's ``plot_sample`` only (past the evaluator's size threshold): the page embeds
+    names, photos and points of those products, so it stays small enough to open."""
     categories = report.categories
     index = {c: i for i, c in enumerate(categories)}
+    shown = np.arange(len(catalog))[report.plotted()]
+    names, labels, paths = list(catalog.names), list(catalog.labels), list(catalog.image_paths)
     products = {
-        "names": list(catalog.names),
-        "category": [index[c] for c in catalog.labels],
+        "names": [names[i] for i in shown],
+        "category": [index[labels[i]] for i in shown],
         "categories": categories,
-        "thumbs": _thumbnails(catalog.image_paths),
+        "thumbs": _thumbnails([paths[i] for i in shown]),
     }
     figures: list[tuple[str, Any]] = [("summary", _ari_summary_figure(report))]
     runs_js: dict[str, Any] = {}
@@ -73,6 +77,7 @@ def write_evaluation_html(report: "EvaluationReport", out: Path, catalog: "Catal
         ("clusterers", ", ".join(config.clusterers)),
         ("clustered on", ", ".join(config.cluster_on)),
         ("t-SNE perplexity", f"{config.perplexity:g}"),
+        *[(f"approximated: {what}", how) for what, how in report.approximations.items()],
     ])
     body = [
         "<h1>Clustering evaluation</h1>",
@@ -100,11 +105,11 @@ def _run_section(number: int, run: "RunResult", report: "EvaluationReport", cata
              f'<p class="note">ARI ({html.escape(run.main_space)}) {plus_minus(run.mean("ari"), run.sd("ari"))}; '
              f't-SNE of the {html.escape(run.tsne_input)} features; {run.seconds:.1f} s</p>']
     if run.map_xy is not None and run.map_clusters is not None:
-        figure, cluster_labels = _map_figure(run, report.categories, catalog)
+        figure, cluster_labels = _map_figure(run, report.categories, catalog, report.plotted())
         figures.append((f"map-{number}", figure))
         # noise (-1) points at its label, the last one
         runs_js[str(number)] = {"name": run.name, "clusters": [int(c) if c >= 0 else len(cluster_labels) - 1
-                                                               for c in run.map_clusters],
+                                                               for c in run.map_clusters[report.plotted()]],
                                 "cluster_labels": cluster_labels}
         parts.append(f'<div class="plot map" id="fig-map-{number}" data-run="{number}"></div>')
     parts.append('<div class="row">')
@@ -123,17 +128,18 @@ def _run_section(number: int, run: "RunResult", report: "EvaluationReport", cata
     return "\n".join(parts)
 
 
-def _map_figure(run: "RunResult", categories: list[str], catalog: "Catalog"):
-    """Two panels of the seed-0 map: coloured by true category and by cluster, a cluster
-    taking the colour of the category it is matched to (as in the PNG map)."""
+def _map_figure(run: "RunResult", categories: list[str], catalog: "Catalog", rows: np.ndarray | slice):
+    """Two panels of the seed-0 map of the products ``rows``: coloured by true category and by
+    cluster, a cluster taking the colour of the category it is matched to (as in the PNG map).
+    A point's customdata is its position among ``rows``."""
     from plotly.subplots import make_subplots
 
-    xy = np.asarray(run.map_xy, dtype=np.float32)
     index = {c: i for i, c in enumerate(categories)}
-    true = np.array([index[c] for c in catalog.labels])
-    clusters = np.asarray(run.map_clusters)
-    n_clusters = n_clusters_of(clusters)
-    mapping = match_clusters(true, clusters, len(categories), n_clusters)
+    every = np.array([index[c] for c in catalog.labels])
+    n_clusters = n_clusters_of(run.map_clusters)
+    mapping = match_clusters(every, np.asarray(run.map_clusters), len(categories), n_clusters)  # as scored
+    xy = np.asarray(run.map_xy[rows], dtype=np.float32)
+    true, clusters = every[rows], np.asarray(run.map_clusters)[rows]
     palette = colour_palette(len(categories) + n_clusters)
     trace = _scatter_class(len(xy))
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.04, subplot_titles=(
@@ -167,9 +173,13 @@ def _map_figure(run: "RunResult", categories: list[str], catalog: "Catalog"):
     fig.update_yaxes(showticklabels=False, zeroline=False)
     fig.update_layout(height=560, margin={"l": 20, "r": 20, "t": 50, "b": 20},
                       legend={"groupclick": "toggleitem"}, hovermode="closest",
-                      title={"text": f"t-SNE map of {len(xy)} products (hover a point for its photo)",
+                      title={"text": f"t-SNE map of {_shown(len(xy), len(every))} (hover a point for its photo)",
                              "font": {"size": 14}})
     return fig, labels
+
+
+def _shown(points: int, products: int) -> str:
+    return f"{points} products" if points == products else f"{points} sampled of {products} products"
 
 
 def _scatter_class(points: int):

@@ -77,9 +77,11 @@ def matched_confusion(true: Sequence[int], pred: Sequence[int], n_true: int, n_p
     return table[:, order]
 
 
-def score_clustering(true: Sequence[int], pred: Sequence[int], X=None) -> dict[str, float]:
+def score_clustering(true: Sequence[int], pred: Sequence[int], X=None, sample=None) -> dict[str, float]:
     """The :data:`METRICS` of one clustering, and ``noise`` (the fraction labelled -1),
-    with noise scored as the module docstring says."""
+    with noise scored as the module docstring says. Every score is linear in the number of
+    products but the silhouette (quadratic): with ``sample`` (product indices, e.g. a
+    stratified sample of a large catalogue) it is computed on those products only."""
     from sklearn import metrics
 
     true = np.asarray(true)
@@ -87,7 +89,10 @@ def score_clustering(true: Sequence[int], pred: Sequence[int], X=None) -> dict[s
     n_true = int(true.max()) + 1
     n_pred = n_clusters_of(pred)
     mapping = match_clusters(true, pred, n_true, n_pred)
-    matched = np.array([mapping.get(int(c), -1) for c in pred])  # noise -> -1: never right
+    lookup = np.full(n_pred + 1, -1)  # noise (-1) reads the last entry: never right
+    for cluster, category in mapping.items():
+        lookup[cluster] = category
+    matched = lookup[pred]
     singletons = _noise_as_singletons(pred)
     clustered = pred >= 0
     scores = {
@@ -99,9 +104,10 @@ def score_clustering(true: Sequence[int], pred: Sequence[int], X=None) -> dict[s
         "silhouette": float("nan"),
         "noise": float(np.mean(~clustered)),
     }
-    kept = pred[clustered]
-    if X is not None and 1 < len(set(kept.tolist())) < len(kept):
-        if not clustered.all():
-            X = X[np.flatnonzero(clustered)]
+    rows = np.flatnonzero(clustered) if sample is None else np.asarray(sample)[clustered[sample]]
+    kept = pred[rows]
+    if X is not None and 1 < len(np.unique(kept)) < len(kept):
+        if len(rows) < X.shape[0]:
+            X = X[rows]
         scores["silhouette"] = metrics.silhouette_score(X, kept, random_state=0)
     return {k: float(v) for k, v in scores.items()}

@@ -1,4 +1,7 @@
-"""Report files of an evaluation: results.json, results.csv, and PNG plots people look at."""
+"""Report files of an evaluation: results.json, results.csv, and PNG plots people look at.
+
+Plots draw the report's ``plot_sample`` (a stratified sample past the evaluator's size
+threshold, see :mod:`placedemarche.core.scale`), results and assignments.csv every product."""
 
 from __future__ import annotations
 
@@ -37,10 +40,11 @@ def write_evaluation_report(report: "EvaluationReport", out: Path, catalog: "Cat
         base = slug(run.name)
         if run.map_xy is not None:
             run.plots["map"] = f"{base}_map.png"
-            plot_map(run, report.categories, catalog, out / run.plots["map"])
+            plot_map(run, report.categories, catalog, out / run.plots["map"], rows=report.plotted())
         if run.image is not None and run.map_clusters is not None and n_clusters_of(run.map_clusters):
             run.plots["cluster_examples"] = f"{base}_cluster_examples.png"
-            plot_cluster_examples(run, report.categories, catalog, out / run.plots["cluster_examples"])
+            plot_cluster_examples(run, report.categories, catalog, out / run.plots["cluster_examples"],
+                                  rows=report.plotted())
         space = run.main_space
         run.plots["confusion"] = f"{base}_confusion_{space}.png"
         plot_confusion(np.array(run.spaces[space].confusion), report.categories,
@@ -133,10 +137,12 @@ def _wrap(text: str, width: int = 16, lines: int = 2) -> str:
     return "\n".join(wrapped)
 
 
-def plot_map(run: "RunResult", categories: list[str], catalog: "Catalog", path: Path) -> None:
-    """Side-by-side 2-D t-SNE maps coloured by true category and by the run's clusters."""
+def plot_map(run: "RunResult", categories: list[str], catalog: "Catalog", path: Path,
+             rows: np.ndarray | slice = slice(None)) -> None:
+    """Side-by-side 2-D t-SNE maps coloured by true category and by the run's clusters, of
+    the products ``rows`` (default: all)."""
     plt = _pyplot()
-    fig = map_figure(run, categories, catalog)
+    fig = map_figure(run, categories, catalog, rows)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -155,15 +161,16 @@ def map_title(run: "RunResult") -> str:
 NOISE_COLOUR = "#c8c8c8"
 
 
-def map_figure(run: "RunResult", categories: list[str], catalog: "Catalog"):
+def map_figure(run: "RunResult", categories: list[str], catalog: "Catalog", rows: np.ndarray | slice = slice(None)):
     plt = _pyplot()
-    xy = run.map_xy
     index = {c: i for i, c in enumerate(categories)}
-    true = np.array([index[c] for c in catalog.labels])
+    every = np.array([index[c] for c in catalog.labels])
     n_clusters = n_clusters_of(run.map_clusters)
     colours = _category_colours(len(categories) + n_clusters)
-    # A cluster takes the colour of the category it is matched to, so both panels compare at a glance.
-    mapping = match_clusters(true, run.map_clusters, len(categories), n_clusters)
+    # A cluster takes the colour of the category it is matched to, so both panels compare at a
+    # glance; matched on every product, as the scores are.
+    mapping = match_clusters(every, run.map_clusters, len(categories), n_clusters)
+    xy, true, clusters = run.map_xy[rows], every[rows], run.map_clusters[rows]
     fig, axes = plt.subplots(1, 2, figsize=(17, 6.5))
     for i, category in enumerate(categories):
         mask = true == i
@@ -171,9 +178,9 @@ def map_figure(run: "RunResult", categories: list[str], catalog: "Catalog"):
     axes[0].set_title("True categories")
     _legend_outside(axes[0])
     # matched clusters in category order, then unmatched ones, noise (-1) last
-    for c in sorted(set(run.map_clusters.tolist()),
+    for c in sorted(set(clusters.tolist()),
                     key=lambda c: mapping.get(c, len(categories) + c) if c >= 0 else len(categories) + n_clusters):
-        mask = run.map_clusters == c
+        mask = clusters == c
         matched = mapping.get(c)
         label = f"cluster {c} -> {categories[matched]}" if matched is not None else f"cluster {c} (unmatched)"
         colour = colours[matched if matched is not None else len(categories) + c]
@@ -185,7 +192,8 @@ def map_figure(run: "RunResult", categories: list[str], catalog: "Catalog"):
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{run.name}: t-SNE map of {len(true)} products")
+    shown = f"{len(true)} products" if len(true) == len(every) else f"{len(true)} sampled of {len(every)} products"
+    fig.suptitle(f"{run.name}: t-SNE map of {shown}")
     fig.tight_layout()
     return fig
 
@@ -244,8 +252,9 @@ def plot_summary(report: "EvaluationReport", path: Path) -> None:
 
 
 def plot_cluster_examples(run: "RunResult", categories: list[str], catalog: "Catalog", path: Path,
-                          per_cluster: int = 8, seed: int = 0) -> None:
-    """A grid of product photos: one row per cluster, with each photo's true category."""
+                          per_cluster: int = 8, seed: int = 0, rows: np.ndarray | slice = slice(None)) -> None:
+    """A grid of product photos: one row per cluster, with each photo's true category; the
+    photos are picked among the products ``rows`` (default: all)."""
     from PIL import Image
 
     plt = _pyplot()
@@ -256,10 +265,11 @@ def plot_cluster_examples(run: "RunResult", categories: list[str], catalog: "Cat
     mapping = match_clusters(true, clusters, len(categories), n_clusters)
     order = sorted(range(n_clusters), key=lambda c: mapping.get(c, len(categories) + c))
     rng = np.random.default_rng(seed)
+    candidates = np.arange(len(clusters))[rows]
     fig, axes = plt.subplots(n_clusters, per_cluster, figsize=(per_cluster * 1.5, n_clusters * 1.95),
                              squeeze=False)
     for row, c in enumerate(order):
-        members = np.flatnonzero(clusters == c)
+        members = candidates[clusters[candidates] == c]
         picked = rng.choice(members, size=min(per_cluster, len(members)), replace=False)
         for col in range(per_cluster):
             ax = axes[row, col]
