@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
+from placedemarche import TextExtractor
 from placedemarche.core.cache import FeatureCache, extractor_key, fingerprint_images, fingerprint_texts
 from placedemarche.core.features import extract_features
 from placedemarche.core.plugins import create_plugin
@@ -131,7 +132,7 @@ def test_save_then_load_gives_back_the_same_array(tmp_path, make):
 def test_truncated_sparse_entry_is_recomputed_and_overwritten(tmp_path):
     cache = FeatureCache(tmp_path)
     first = extract_features(create_plugin("text", "tfidf:min_df=1"), TEXTS, cache=cache)
-    (entry,) = tmp_path.rglob("*.npz")
+    (entry,) = tmp_path.rglob("part-*.parquet")
     _truncate(entry)  # what a full disk or a killed copy leaves behind
     second = extract_features(create_plugin("text", "tfidf:min_df=1"), TEXTS, cache=cache)
     third = extract_features(create_plugin("text", "tfidf:min_df=1"), TEXTS, cache=cache)
@@ -209,10 +210,11 @@ def test_cache_files_honour_the_umask(tmp_path):
     try:
         cache.save(KEY, _dense(), meta={"plugin": "x"})
         cache.save(KEY[::-1], _sparse())
+        cache.save_features(KEY[:-1] + "2", _dense(), meta={"plugin": "x"})
     finally:
         os.umask(previous)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "c").rglob("*") if p.is_file()}
-    assert len(modes) == 4 and set(modes.values()) == {0o644}, modes
+    assert len(modes) == 6 and set(modes.values()) == {0o644}, modes
 
 
 def _leftover_temp_files(root):
@@ -245,9 +247,19 @@ def test_cli_cache_info_counts_damaged_entries_and_clear_removes_leftovers(tmp_p
     cache = FeatureCache(tmp_path / "c")
     cache.save(KEY, _dense())
     _truncate(cache.save(KEY[::-1], _sparse()))
+    extract_features(create_plugin("text", "tfidf:min_df=1"), TEXTS, cache=cache)
+    (shard,) = (tmp_path / "c").rglob("part-*.parquet")
+    _flip_a_bit(shard)
+    extract_features(create_plugin("text", "tfidf:min_df=2"), TEXTS, cache=cache)
     result = CliRunner().invoke(cli, ["cache", "info"])
     assert result.exit_code == 0, result.output
-    assert "2 feature file(s)" in result.output and "1 damaged" in result.output
+    line = " ".join(result.output.split())  # as one line, however the console wrapped it
+    assert "2 feature set(s), 2 array file(s)" in line and "2 damaged" in line
+
+    result = CliRunner().invoke(cli, ["cache", "clear", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "2 feature set(s), 2 array file(s)" in " ".join(result.output.split())
+    assert list((tmp_path / "c").iterdir()) == []
 
     cache.clear()
     leftovers = _leftover_temp_files(tmp_path / "c")
@@ -255,3 +267,153 @@ def test_cli_cache_info_counts_damaged_entries_and_clear_removes_leftovers(tmp_p
     assert result.exit_code == 0, result.output
     assert "nothing to clear" not in result.output and "2 temporary file(s)" in result.output
     assert not any(p.exists() for p in leftovers)
+
+
+# -- feature matrices are feature sets of the store's format -----------------------------------
+class DenseWords(TextExtractor):
+    """A dense text extractor (float64 output, as a third-party plugin may give) for the tests."""
+
+    name = "dense-words"
+    description = "letter counts (test plugin)"
+
+    def __init__(self, size: int = 6):
+        self.size = size
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        out = np.zeros((len(X), self.size))
+        for r, text in enumerate(X):
+            for ch in text:
+                out[r, ord(ch) % self.size] += 1
+        return out
+
+
+EXTRACTORS = {"dense": lambda: DenseWords(), "sparse": lambda: create_plugin("text", "tfidf:min_df=1")}
+
+
+def _as_dense(matrix):
+    return matrix.toarray() if scipy.sparse.issparse(matrix) else np.asarray(matrix)
+
+
+@pytest.mark.parametrize("storage", list(EXTRACTORS))
+def test_features_round_trip_through_a_feature_set(tmp_path, storage, monkeypatch):
+    from placedemarche.core import cache_sets
+    from placedemarche.core.store import FeatureSet
+
+    monkeypatch.setattr(cache_sets, "CACHE_SHARD_ROWS", 3)  # 4 rows: two shards
+    cache = FeatureCache(tmp_path)
+    first = extract_features(EXTRACTORS[storage](), TEXTS, cache=cache)
+    second = extract_features(EXTRACTORS[storage](), TEXTS, cache=cache)
+    assert not first.from_cache and second.from_cache and second.key == first.key
+    for feats in (first, second):
+        assert scipy.sparse.issparse(feats.matrix) == (storage == "sparse")
+        assert feats.matrix.dtype == np.float32 and feats.matrix.shape[0] == len(TEXTS)
+    assert np.array_equal(_as_dense(first.matrix), _as_dense(second.matrix))
+    writable = second.matrix.data if storage == "sparse" else second.matrix
+    assert writable.flags.writeable  # scaled in place downstream, as an .npy matrix could be
+
+    # the store's layout: a set directory named by the key, shards and a manifest, no .npy/.npz
+    set_dir = tmp_path / first.key[:2] / first.key
+    assert sorted(p.name for p in set_dir.iterdir()) == ["manifest.json", "part-00000.parquet", "part-00001.parquet"]
+    assert not list(tmp_path.rglob("*.np[yz]"))
+    feature_set = FeatureSet(set_dir)
+    assert feature_set.complete and feature_set.manifest["storage"] == storage
+    assert feature_set.manifest["key"] == first.key and feature_set.manifest["plugin"] == first.extractor.name
+    ids, matrix = feature_set.read()  # any store reader reads it
+    assert ids == ["0", "1", "2", "3"] and np.array_equal(_as_dense(matrix), _as_dense(first.matrix))
+    info = cache.info(verify=True)
+    assert (info.entries, info.feature_sets, info.damaged) == (1, 1, 0)
+
+
+SHARD_DAMAGE = {
+    "truncated shard": lambda d: _truncate(d / "part-00000.parquet"),
+    "bit-flipped shard": lambda d: _flip_a_bit(d / "part-00000.parquet"),
+    "shard missing": lambda d: (d / "part-00000.parquet").unlink(),
+    "manifest missing": lambda d: (d / "manifest.json").unlink(),
+    "manifest truncated": lambda d: _truncate(d / "manifest.json"),
+}
+
+
+@pytest.mark.parametrize("storage", list(EXTRACTORS))
+@pytest.mark.parametrize("damage", list(SHARD_DAMAGE))
+def test_a_damaged_feature_set_is_recomputed_and_overwritten(tmp_path, storage, damage):
+    cache = FeatureCache(tmp_path)
+    first = extract_features(EXTRACTORS[storage](), TEXTS, cache=cache)
+    SHARD_DAMAGE[damage](tmp_path / first.key[:2] / first.key)
+    assert cache.info(verify=True).damaged == 1
+    second = extract_features(EXTRACTORS[storage](), TEXTS, cache=cache)
+    third = extract_features(EXTRACTORS[storage](), TEXTS, cache=cache)
+    assert not second.from_cache and third.from_cache
+    assert np.array_equal(_as_dense(first.matrix), _as_dense(third.matrix))
+    assert cache.info(verify=True).damaged == 0
+
+
+@pytest.mark.parametrize("storage", list(EXTRACTORS))
+@pytest.mark.parametrize("version", ["current", "first"])
+def test_a_feature_entry_of_the_npy_format_is_read_then_migrated(tmp_path, storage, version):
+    # what extract_features saved before feature sets: an .npy/.npz entry through FeatureCache.save
+    cache = FeatureCache(tmp_path)
+    extractor = EXTRACTORS[storage]()
+    key = extractor_key(extractor, fingerprint_texts(TEXTS))
+    old = extractor.fit_transform(TEXTS)
+    old = old.tocsr() if scipy.sparse.issparse(old) else np.asarray(old, dtype=np.float32)
+    meta = {"plugin": extractor.name, "rows": len(TEXTS)}
+    data = cache.save(key, old, meta=meta)
+    if version == "first":  # metadata without a version or checksum
+        data.with_suffix(".json").write_text(json.dumps(meta))
+    assert data.suffix == (".npz" if storage == "sparse" else ".npy")
+
+    found = extract_features(EXTRACTORS[storage](), TEXTS, cache=cache)
+    assert found.from_cache and np.allclose(_as_dense(found.matrix), _as_dense(old))
+    assert scipy.sparse.issparse(found.matrix) == (storage == "sparse")
+    # moved into the feature-set format: read from there from now on
+    assert not data.exists() and not data.with_suffix(".json").exists()
+    set_dir = tmp_path / key[:2] / key
+    assert (set_dir / "manifest.json").is_file()
+    assert json.loads((set_dir / "manifest.json").read_text())["rows"] == len(TEXTS)
+    again = extract_features(EXTRACTORS[storage](), TEXTS, cache=cache)
+    assert again.from_cache and np.array_equal(_as_dense(again.matrix), _as_dense(found.matrix))
+    assert cache.info(verify=True).entries == 1
+
+
+def test_a_damaged_feature_entry_of_the_npy_format_is_recomputed(tmp_path):
+    cache = FeatureCache(tmp_path)
+    key = extractor_key(DenseWords(), fingerprint_texts(TEXTS))
+    _truncate(cache.save(key, DenseWords().fit_transform(TEXTS).astype(np.float32)))
+    found = extract_features(DenseWords(), TEXTS, cache=cache)
+    assert not found.from_cache
+    assert extract_features(DenseWords(), TEXTS, cache=cache).from_cache
+    assert not list(tmp_path.rglob("*.np[yz]"))  # the new set replaced it
+
+
+def test_an_interrupted_set_save_is_damaged_and_clear_removes_it(tmp_path, monkeypatch):
+    from placedemarche.core.store import FeatureSet
+
+    cache = FeatureCache(tmp_path)
+    extract_features(DenseWords(), TEXTS, cache=cache)
+
+    def dying(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FeatureSet, "save_manifest", dying)
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(DenseWords(size=4), TEXTS, cache=cache)  # shard written, manifest never
+    monkeypatch.undo()
+    info = cache.info(verify=True)
+    assert (info.feature_sets, info.damaged) == (2, 1)
+    assert not extract_features(DenseWords(size=4), TEXTS, cache=cache).from_cache
+    cache.clear()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_feature_set_of_other_rows_is_not_used(tmp_path):
+    from placedemarche.core.cache_sets import feature_set_path, load_feature_set
+
+    cache = FeatureCache(tmp_path)
+    first = extract_features(DenseWords(), TEXTS, cache=cache)
+    path = feature_set_path(tmp_path, first.key)
+    assert load_feature_set(path, first.key, rows=len(TEXTS) + 1) is None
+    assert load_feature_set(path, first.key[::-1], rows=len(TEXTS)) is None
+    assert cache.load_features(first.key, rows=len(TEXTS)) is not None

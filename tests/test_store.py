@@ -67,6 +67,27 @@ def test_sparse_round_trip_keeps_the_matrix_exactly(tmp_path):
     assert pq.read_table(pa.BufferReader(data)).column_names == ["id", "indices", "values"]
 
 
+def test_shards_with_nullable_list_items_are_still_read():
+    # shards written before the items were declared non-null (a faster encoding)
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    dense = np.arange(12, dtype=np.float32).reshape(4, 3)
+    sparse = scipy.sparse.random(4, 6, density=0.4, format="csr", dtype=np.float32, random_state=2)
+    offsets = pa.array(sparse.indptr.astype(np.int32))
+    for storage, dims, columns, expected in [
+        ("dense", 3, {"features": pa.FixedSizeListArray.from_arrays(pa.array(dense.reshape(-1)), 3)}, dense),
+        ("sparse", 6, {"indices": pa.ListArray.from_arrays(offsets, pa.array(sparse.indices.astype(np.int32))),
+                       "values": pa.ListArray.from_arrays(offsets, pa.array(sparse.data))}, sparse.toarray())]:
+        buffer = io.BytesIO()
+        pq.write_table(pa.table({"id": pa.array(list("abcd")), **columns}), buffer)
+        ids, matrix = decode_shard(buffer.getvalue(), storage, dims)
+        got = matrix.toarray() if scipy.sparse.issparse(matrix) else matrix
+        assert ids == list("abcd") and np.array_equal(got, expected)
+
+
 def test_empty_shard_and_all_failed_shard(tmp_path):
     ids, matrix = decode_shard(encode_shard([], None, 4), "dense", 4)
     assert ids == [] and matrix.shape == (0, 4)
@@ -148,3 +169,48 @@ def test_one_writer_per_set(tmp_path):
                 pass
     with store.writing(path):  # released
         pass
+
+
+# -- pm extract's options for the Ray workers ---------------------------------------------------
+def test_pm_extract_hands_threads_and_runtime_env_to_the_ray_engine(tiny_catalog, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from placedemarche.cli.main import cli
+    from placedemarche.core import ray_engine
+    from placedemarche.core.engines import LocalEngine
+
+    made = []
+
+    class RecordingRay(LocalEngine):  # the ray engine's options, and the local engine's work
+        name = "ray"
+
+        def __init__(self, **options):
+            made.append(options)
+
+    monkeypatch.setattr(ray_engine, "RayEngine", RecordingRay)
+    result = CliRunner().invoke(cli, ["extract", "--text", "char-ngrams", "--data", str(tiny_catalog),
+                                      "--out", str(tmp_path / "store"), "--engine", "ray", "--no-progress",
+                                      "--threads-per-worker", "2", "--runtime-env", '{"env_vars": {"A": "1"}}'])
+    assert result.exit_code == 0, result.output
+    assert made == [{"address": None, "concurrency": None, "num_gpus_per_worker": None,
+                     "threads_per_worker": 2, "runtime_env": {"env_vars": {"A": "1"}}}]
+    (feature_set,) = FeatureStore(tmp_path / "store").sets()
+    assert feature_set.complete and feature_set.manifest["engine"] == "ray"
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["--threads-per-worker", "2"], 1, "--threads-per-worker only apply to --engine ray"),
+    (["--runtime-env", "{}"], 1, "--runtime-env only apply to --engine ray"),
+    (["--engine", "ray", "--runtime-env", "{pip"], 2, "--runtime-env': not JSON"),
+    (["--engine", "ray", "--runtime-env", '["pip"]'], 2, "expected a JSON object"),
+    (["--engine", "ray", "--threads-per-worker", "0"], 2, "--threads-per-worker"),
+], ids=["threads-local", "env-local", "env-not-json", "env-not-object", "threads-zero"])
+def test_pm_extract_ray_options_are_checked_in_one_line(tiny_catalog, tmp_path, args, code, message):
+    from click.testing import CliRunner
+
+    from placedemarche.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["extract", "--text", "char-ngrams", "--data", str(tiny_catalog),
+                                      "--out", str(tmp_path / "store"), *args])
+    assert result.exit_code == code, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output

@@ -5,6 +5,10 @@ from __future__ import annotations
 import click
 
 
+def _contents(info) -> str:
+    return f"{info.feature_sets} feature set(s), {info.array_files} array file(s)"
+
+
 @click.group("cache")
 def cache():
     """Inspect or clear the feature cache (PM_CACHE_DIR)."""
@@ -12,12 +16,17 @@ def cache():
 
 @cache.command("info")
 def cache_info():
-    """Show where the feature cache is, how much it holds and how much of it is damaged."""
+    """Show where the feature cache is, how much it holds and how much of it is damaged.
+
+    Feature matrices are feature sets (Parquet shards + manifest, as pm extract writes);
+    t-SNE maps, cluster labels and matrices cached by older versions are .npy/.npz files.
+    Every checksum is verified.
+    """
     from ..core.cache import FeatureCache
     from .render import console
 
     info = FeatureCache().info(verify=True)
-    line = f"{info.path}: {info.entries} feature file(s), {info.bytes / 1e6:.1f} MB"
+    line = f"{info.path}: {_contents(info)}, {info.bytes / 1e6:.1f} MB"
     if info.damaged:
         line += f"; {info.damaged} damaged or from an older version (recomputed when next needed)"
     if info.temp_files:
@@ -29,7 +38,7 @@ def cache_info():
 @cache.command("clear")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def cache_clear(yes):
-    """Delete every cached feature matrix (they are recomputed when needed)."""
+    """Delete every cached feature set and array (they are recomputed when needed)."""
     from ..core.cache import FeatureCache
     from .render import console
 
@@ -38,7 +47,7 @@ def cache_clear(yes):
     if not info.entries and not info.temp_files:
         console.print(f"{info.path}: nothing to clear", highlight=False)
         return
-    what = f"{info.entries} cached feature file(s) and {info.temp_files} temporary file(s)"
+    what = f"{_contents(info)} and {info.temp_files} temporary file(s)"
     if not yes:
         click.confirm(f"Delete {what} ({info.bytes / 1e6:.1f} MB) in {info.path}?", abort=True)
     store.clear()

@@ -7,6 +7,22 @@ import click
 from .options import catalog_options
 
 
+def _runtime_env(ctx, param, value: str | None) -> dict | None:
+    """``--runtime-env``'s JSON text as a dict (a one-line usage error when it is not an object)."""
+    import json
+
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON ({exc})") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter(f"expected a JSON object such as '{{\"pip\": [\"my-plugin\"]}}', "
+                                 f"got {type(parsed).__name__}")
+    return parsed
+
+
 @click.command("extract")
 @click.option("--text", "text", multiple=True, metavar="SPEC",
               help="Text extractor, e.g. tfidf or 'tfidf:max_df=0.5' (repeatable).")
@@ -29,6 +45,12 @@ from .options import catalog_options
               help="Ray actors, each with its own plugin instance (--engine ray only).")
 @click.option("--num-gpus-per-worker", type=click.FloatRange(min=0),
               help="GPUs per Ray actor, e.g. 0.5 for two actors per GPU (--engine ray only).")
+@click.option("--threads-per-worker", type=click.IntRange(min=1), metavar="N",
+              help="CPUs reserved per Ray actor, and its inference/decoding threads (default 1; "
+                   "--engine ray only).")
+@click.option("--runtime-env", "runtime_env", metavar="JSON", callback=_runtime_env,
+              help="""Ray runtime environment of the workers, e.g. '{"pip": ["my-plugin"]}' to install a """
+                   "third-party plugin there (--engine ray only; docs/scale.md).")
 @click.option("--fit-sample", type=click.IntRange(min=1), metavar="N",
               help="Fit extractors that learn from data (tfidf, bow, word2vec, sift) on N random "
                    "rows instead of all (recorded in the manifest).")
@@ -36,7 +58,7 @@ from .options import catalog_options
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @catalog_options
 def extract(text, image, text_field, out, engine, address, batch_size, shard_rows, concurrency,
-            num_gpus_per_worker, fit_sample, seed, no_progress, **catalog_kwargs):
+            num_gpus_per_worker, threads_per_worker, runtime_env, fit_sample, seed, no_progress, **catalog_kwargs):
     """Compute features into a feature store (Parquet shards + manifest per extractor).
 
     Memory stays bounded by --batch-size and --shard-rows whatever the catalogue size; each
@@ -49,6 +71,8 @@ def extract(text, image, text_field, out, engine, address, batch_size, shard_row
     Examples:
       pm extract --text tfidf --image efficientnet-lite0 --data catalogue.parquet --out features/
       pm extract --image efficientnet-lite0 --data big.csv --out features/ --engine ray --concurrency 4
+      pm extract --image efficientnet-lite0 --data big.csv --out features/ --engine ray --address auto \\
+        --threads-per-worker 2 --runtime-env '{"pip": ["placedemarche"]}'
     """
     from rich.markup import escape
 
@@ -82,7 +106,9 @@ def extract(text, image, text_field, out, engine, address, batch_size, shard_row
             images = catalog  # an unusable image is a failed row listed in the manifest
     store = FeatureStore(out, create=True)
     # one engine for every set (a Ray cluster is joined once)
-    runner = get_engine(engine, **_engine_options(engine, address, concurrency, num_gpus_per_worker))
+    runner = get_engine(engine, **_engine_options(engine, address=address, concurrency=concurrency,
+                                                  num_gpus_per_worker=num_gpus_per_worker,
+                                                  threads_per_worker=threads_per_worker, runtime_env=runtime_env))
     options = {"engine": runner, "batch_size": batch_size, "shard_rows": shard_rows, "fit_sample": fit_sample,
                "seed": seed}
     results = []
@@ -110,10 +136,10 @@ def extract(text, image, text_field, out, engine, address, batch_size, shard_row
                   highlight=False, markup=False, soft_wrap=True)
 
 
-def _engine_options(engine: str, address, concurrency, num_gpus_per_worker) -> dict:
+def _engine_options(engine: str, **options) -> dict:
     """Options for the engine; the local engine is given none (it refuses the ray ones given)."""
-    options = {"address": address, "concurrency": concurrency, "num_gpus_per_worker": num_gpus_per_worker}
     return options if engine == "ray" else {k: v for k, v in options.items() if v is not None}
+
 
 
 def summary_table(results):

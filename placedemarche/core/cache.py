@@ -1,9 +1,11 @@
-"""Content-addressed feature cache: one file per (extractor, its parameters, its inputs).
+"""Content-addressed feature cache: one entry per (extractor, its parameters, its inputs).
 
 The key hashes the plugin's class and name, its ``get_params()``, and a fingerprint of the
 exact inputs (the texts themselves, or the bytes of every image), so a changed image, text,
-parameter or row order never returns stale features. Files are written atomically, and an
-entry is only trusted when its data matches the sha256 recorded in its metadata.
+parameter or row order never returns stale features. Feature matrices are kept as feature
+sets of the store's format (Parquet shards + manifest, :mod:`placedemarche.core.cache_sets`),
+other arrays (t-SNE maps, cluster labels) as ``.npy``/``.npz`` files. Files are written
+atomically, and an entry is only trusted when its data matches the sha256 recorded for it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .cache_sets import feature_set_path, is_set_file, load_feature_set, save_feature_set, verify_feature_set
 from .files import atomic_writer, sha256_file
 
 CACHE_FORMAT = 1
@@ -87,10 +90,16 @@ def extractor_key(extractor: Any, fingerprint: str) -> str:
 @dataclass
 class CacheInfo:
     path: Path
-    entries: int
+    entries: int  # feature sets and array files
     bytes: int
     damaged: int = 0  # counted only by ``info(verify=True)``
     temp_files: int = 0
+    feature_sets: int = 0
+
+    @property
+    def array_files(self) -> int:
+        """``.npy``/``.npz`` entries: maps, labels, and feature matrices not yet migrated."""
+        return self.entries - self.feature_sets
 
 
 #: The data file of an entry, by storage format.
@@ -106,9 +115,11 @@ def _is_temp(path: Path) -> bool:
 
 
 class FeatureCache:
-    """Arrays on disk under ``root`` (``PM_CACHE_DIR`` or the user cache dir).
+    """Feature matrices and arrays on disk under ``root`` (``PM_CACHE_DIR`` or the user cache dir).
 
-    An entry is a data file (``<key>.npy`` for a dense array, ``<key>.npz`` for a sparse
+    A feature matrix (:meth:`save_features`) is a feature set: the directory ``<key>/``
+    holding Parquet shards and ``manifest.json``, as in a feature store. Any other array
+    (:meth:`save`) is a data file (``<key>.npy`` for a dense array, ``<key>.npz`` for a sparse
     matrix) and ``<key>.json``, written after it, holding the data file's sha256, the array's
     shape and dtype, and the caller's ``meta``. An entry whose metadata is missing, damaged
     or of another version, or whose data does not match it (a truncated copy, a flipped
@@ -118,8 +129,10 @@ class FeatureCache:
     Usage::
 
         cache = FeatureCache()
-        cache.save(key, matrix, meta={"plugin": "tfidf"})
-        matrix = cache.load(key)  # None when absent or damaged
+        cache.save_features(key, matrix, meta={"plugin": "tfidf"})
+        matrix = cache.load_features(key, rows=len(texts))  # None when absent or damaged
+        cache.save(map_key, xy)
+        xy = cache.load(map_key)
     """
 
     def __init__(self, root: str | os.PathLike | None = None):
@@ -128,6 +141,50 @@ class FeatureCache:
     def _base(self, key: str) -> Path:
         return self.root / key[:2] / key
 
+    # -- feature matrices: feature sets ---------------------------------------------------------
+    def save_features(self, key: str, matrix, meta: dict | None = None) -> Path | None:
+        """Store a feature matrix (float32 ndarray or scipy sparse) as the feature set ``key``;
+        returns its directory (None for a matrix without rows: there is nothing to keep)."""
+        if matrix.shape[0] == 0:
+            return None
+        path = save_feature_set(feature_set_path(self.root, key), key, matrix, _jsonable(meta or {}))
+        self._remove_array(key)  # a matrix of an older version, now superseded
+        return path
+
+    def load_features(self, key: str, rows: int):
+        """The feature matrix saved under ``key`` with ``rows`` rows, or None (absent, damaged).
+
+        A matrix cached by an older version (a ``.npy``/``.npz`` entry) is read as before
+        and moved into the feature-set format, so no cache is lost to an upgrade."""
+        matrix = load_feature_set(feature_set_path(self.root, key), key, rows)
+        if matrix is not None:
+            return matrix
+        legacy = self.load(key)
+        if legacy is None or legacy.shape[0] != rows or len(legacy.shape) != 2:
+            return None
+        legacy = legacy.astype(np.float32, copy=False)  # what a new entry holds
+        try:
+            self.save_features(key, legacy, meta=self._legacy_meta(key))
+        except OSError:  # a read-only cache is still read
+            pass
+        return legacy
+
+    def _legacy_meta(self, key: str) -> dict:
+        try:
+            entry = json.loads(self._base(key).with_suffix(".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(entry, dict):
+            return {}
+        meta = entry.get("meta", {}) if "version" in entry else entry
+        return meta if isinstance(meta, dict) else {}
+
+    def _remove_array(self, key: str) -> None:
+        base = self._base(key)
+        for suffix in (".json", *DATA_SUFFIXES.values()):  # metadata first: the entry is invalid at once
+            base.with_suffix(suffix).unlink(missing_ok=True)
+
+    # -- other arrays: .npy / .npz files ----------------------------------------------------
     def _read_verified(self, key: str) -> tuple[bytes, dict] | None:
         """The data file's bytes and the entry's metadata, if they agree; else None."""
         base = self._base(key)
@@ -221,8 +278,12 @@ class FeatureCache:
         return [p for p in self.root.rglob("*") if p.is_file()] if self.root.is_dir() else []
 
     def info(self, verify: bool = False) -> CacheInfo:
-        """What the cache holds; ``verify`` also checks every entry's checksum (reads it all)."""
+        """What the cache holds; ``verify`` also checks every entry's checksums (reads it all).
+
+        A feature set counts once however many shards it has; one without a manifest (its
+        save was interrupted) counts as damaged."""
         files = self._files()
+        sets = sorted({p.parent for p in files if is_set_file(p)})
         data = [p for p in files if p.suffix in DATA_SUFFIXES.values() and not _is_temp(p)]
         damaged = 0
         if verify:
@@ -230,15 +291,17 @@ class FeatureCache:
                 verified = self._read_verified(path.stem)
                 if verified is None or DATA_SUFFIXES[verified[1]["format"]] != path.suffix:
                     damaged += 1
-        return CacheInfo(self.root, len(data), sum(p.stat().st_size for p in files), damaged,
-                         sum(1 for p in files if _is_temp(p)))
+            damaged += sum(1 for path in sets if not verify_feature_set(path))
+        return CacheInfo(self.root, len(data) + len(sets), sum(p.stat().st_size for p in files), damaged,
+                         sum(1 for p in files if _is_temp(p)), len(sets))
 
     def clear(self) -> CacheInfo:
         """Delete every entry and temporary file left by an interrupted write; returns what was there."""
         before = self.info()
         if self.root.is_dir():
             for p in sorted(self.root.rglob("*"), reverse=True):
-                if p.is_file() and (p.suffix in (*DATA_SUFFIXES.values(), ".json") or _is_temp(p)):
+                if p.is_file() and (p.suffix in (*DATA_SUFFIXES.values(), ".json") or is_set_file(p)
+                                    or _is_temp(p)):
                     p.unlink()
                 elif p.is_dir() and not any(p.iterdir()):
                     p.rmdir()

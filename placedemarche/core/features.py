@@ -1,5 +1,6 @@
-"""Computing a catalogue's features with an extractor plugin, through the feature cache, or
-reading them from a feature store (``--features STORE``) when :func:`features_from` is active."""
+"""Computing a catalogue's features with an extractor plugin, through the feature cache (a
+feature set per extractor and inputs), or reading them from a feature store (``--features
+STORE``) when :func:`features_from` is active."""
 
 from __future__ import annotations
 
@@ -59,6 +60,9 @@ def fingerprint(items: Sequence) -> str:
 def extract_features(extractor: PluginBase, items: Sequence, *, cache: FeatureCache | None = None) -> Features:
     """Fit the extractor on ``items`` and transform them, or reuse cached features.
 
+    The matrix is float32 (dense, or scipy CSR), as the feature store keeps it: a cached
+    matrix is then the very one a fresh extraction gives.
+
     Usage::
 
         feats = extract_features(create_plugin("text", "tfidf"), catalog.texts(), cache=FeatureCache())
@@ -72,20 +76,25 @@ def extract_features(extractor: PluginBase, items: Sequence, *, cache: FeatureCa
     key = None
     if cache is not None:
         key = extractor_key(extractor, fingerprint(items))
-        cached = cache.load(key)
-        if cached is not None and cached.shape[0] == len(items):
+        cached = cache.load_features(key, rows=len(items))
+        if cached is not None:
             return Features(cached, extractor, True, time.perf_counter() - started, key)
     matrix = extractor.fit_transform(list(items))
     if hasattr(matrix, "shape") and matrix.shape[0] != len(items):
         raise PlaceDeMarcheError(
             f"plugin '{extractor.name}' returned {matrix.shape[0]} rows for {len(items)} inputs"
         )
-    if not hasattr(matrix, "tocsr"):
+    if hasattr(matrix, "tocsr"):
+        matrix = matrix.tocsr().astype(np.float32, copy=False)
+    else:
         matrix = np.asarray(matrix, dtype=np.float32)
     seconds = time.perf_counter() - started
     if cache is not None and key is not None:
-        cache.save(key, matrix, meta={"plugin": extractor.name, "params": extractor.get_params(),
-                                      "rows": len(items), "seconds": seconds})
+        cls = type(extractor)
+        cache.save_features(key, matrix, meta={
+            "plugin": extractor.name, "kind": extractor.kind, "class": f"{cls.__module__}.{cls.__qualname__}",
+            "params": extractor.get_params(), "cache_version": str(getattr(cls, "cache_version", "1")),
+            "rows": len(items), "seconds": round(seconds, 3)})
     return Features(matrix, extractor, False, seconds, key)
 
 
