@@ -45,3 +45,63 @@ def test_word2vec_is_reproducible_across_processes():
                            env={"PYTHONHASHSEED": seed, "PATH": ""}, check=True).stdout
             for seed in ("1", "2")}
     assert len(runs) == 1
+
+
+@pytest.fixture(scope="module")
+def flipkart_texts():
+    from conftest import FLIPKART, NLTK_DATA
+
+    if not NLTK_DATA.is_dir() or not (FLIPKART / "flipkart_com-ecommerce_sample_1050.csv").is_file():
+        pytest.skip("shared Flipkart sample or NLTK data not found")
+    from placedemarche.core.catalog import load_catalog
+
+    return load_catalog(FLIPKART).texts("both")[::5]
+
+
+@pytest.mark.parametrize("spec, reference_class, options", [
+    ("tfidf", "TfidfVectorizer", dict(sublinear_tf=True)),
+    ("tfidf:ngram_range=[1,2],normalise=stem,sublinear_tf=False", "TfidfVectorizer",
+     dict(ngram_range=(1, 2), sublinear_tf=False)),
+    ("bow:binary=True,stopwords=None,max_features=300", "CountVectorizer",
+     dict(binary=True, max_features=300)),
+])
+def test_vectorisers_give_the_matrices_of_the_reference_tokeniser(flipkart_texts, spec, reference_class, options):
+    """The same vocabulary and values as a scikit-learn vectoriser calling the original
+    one-text-at-a-time normalisation (tests/test_text.py) for each text."""
+    import sklearn.feature_extraction.text as sktext
+    from test_text import reference_normalise
+
+    train, unseen = flipkart_texts[:150], flipkart_texts[150:] + ["", "a zebra xylophone"]
+    ext = create_plugin("text", spec)
+    params = dict(stopwords=ext.stopwords, normalise=ext.normalise)
+    reference = getattr(sktext, reference_class)(
+        tokenizer=lambda text: reference_normalise(text, **params), lowercase=False, token_pattern=None,
+        min_df=ext.min_df, max_df=ext.max_df, **options)
+    X = ext.fit_transform(train)
+    assert ext.vocabulary_ == reference.fit(train).vocabulary_
+    assert (X != reference.transform(train).astype("float32")).nnz == 0
+    assert (ext.transform(unseen) != reference.transform(unseen).astype("float32")).nnz == 0
+
+
+def test_fit_transform_normalises_each_text_once(monkeypatch):
+    from placedemarche.core.text import TextPreprocessor
+
+    seen = []
+    many = TextPreprocessor.many
+    monkeypatch.setattr(TextPreprocessor, "many", lambda self, texts, *a, **k: seen.append(len(texts)) or
+                        many(self, texts, *a, **k))
+    create_plugin("text", "tfidf").fit_transform(TRAIN)
+    create_plugin("text", "word2vec:vector_size=8,epochs=1").fit_transform(TRAIN)
+    assert seen == [len(TRAIN), len(TRAIN)]
+
+
+def test_fitted_vectoriser_pickles_small_and_transforms_the_same():
+    import pickle
+
+    from placedemarche.core.text import clear_caches
+
+    ext = create_plugin("text", "tfidf").fit(TRAIN)
+    data = pickle.dumps(ext)
+    assert b"_CachedPipeline" not in data
+    clear_caches()  # a Ray actor unpickles it in a process with no cache yet
+    assert (pickle.loads(data).transform(UNSEEN) != ext.transform(UNSEEN)).nnz == 0

@@ -125,3 +125,16 @@ def test_flipkart_vectors_cluster_by_category(flipkart_dir):
     # published Word2Vec figures are 0.3-0.57. 0.25 leaves room for other seeds and BLAS builds
     # while still failing if the vectors carry no category signal.
     assert adjusted_rand_score(catalog.labels, labels) > 0.25
+
+
+def test_fit_transform_equals_fit_then_transform_on_the_reference_tokens():
+    from conftest import NLTK_DATA
+    from test_text import reference_normalise
+
+    if not NLTK_DATA.is_dir():
+        pytest.skip("shared NLTK data not found")
+    texts = TEXTS + ["Dr. Smith's \"analog\" watches.", "", "can't stop: steel-dial, 2 pack!"]
+    ext = create_plugin("text", f"{SMALL},normalise=stem")
+    assert ext._tokens(texts) == [reference_normalise(t, normalise="stem") for t in texts]
+    X = ext.fit_transform(texts)
+    assert np.array_equal(X, create_plugin("text", f"{SMALL},normalise=stem").fit(texts).transform(texts))

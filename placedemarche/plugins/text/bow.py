@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from placedemarche import TextExtractor, hookimpl
-from placedemarche.core.progress import track
 from placedemarche.core.text import TextPreprocessor
 
 
@@ -48,32 +47,39 @@ class BagOfWordsExtractor(TextExtractor):
         return CountVectorizer(**self._vectorizer_params(min_df))
 
     def _vectorizer_params(self, min_df) -> dict:
+        # The vectoriser is given token lists (``tokenizer=list`` copies them): normalising is
+        # nearly all of the cost, and TextPreprocessor.many batches it and spreads it over the
+        # CPUs, which a per-text tokenizer callback could not.
         return dict(
-            tokenizer=TextPreprocessor(stopwords=self.stopwords, normalise=self.normalise),
-            lowercase=False, token_pattern=None, ngram_range=tuple(self.ngram_range),
+            tokenizer=list, lowercase=False, token_pattern=None, ngram_range=tuple(self.ngram_range),
             min_df=min_df, max_df=self.max_df, max_features=self.max_features, binary=self.binary,
         )
+
+    def _tokens(self, X) -> list[list[str]]:
+        preprocess = TextPreprocessor(stopwords=self.stopwords, normalise=self.normalise)
+        return preprocess.many(X, f"{self.name}: tokenising")
 
     def fit(self, X, y=None):
         self.fit_transform(X)
         return self
 
     def transform(self, X):
-        texts = list(X)
-        return self.vectorizer_.transform(track(texts, f"{self.name}: tokenising")).astype("float32")
+        if isinstance(self.vectorizer_.tokenizer, TextPreprocessor):  # fitted by an older version
+            return self.vectorizer_.transform(list(X)).astype("float32")
+        return self.vectorizer_.transform(self._tokens(X)).astype("float32")
 
     def fit_transform(self, X, y=None):
-        # One pass over the texts: tokenising (normalisation) is nearly all of the cost, and
-        # fit then transform would do it twice.
-        texts = list(X)
+        # One pass over the texts: normalising is nearly all of the cost, and fit then
+        # transform would do it twice.
+        tokens = self._tokens(X)
         # A min_df meant for a full catalogue would empty the vocabulary of a handful of texts.
-        min_df = self.min_df if not isinstance(self.min_df, int) or self.min_df <= len(texts) else 1
+        min_df = self.min_df if not isinstance(self.min_df, int) or self.min_df <= len(tokens) else 1
         self.vectorizer_ = self._vectorizer(min_df)
         try:
-            matrix = self.vectorizer_.fit_transform(track(texts, f"{self.name}: tokenising"))
+            matrix = self.vectorizer_.fit_transform(tokens)
         except ValueError:  # every term pruned on a tiny corpus: keep them all rather than fail
             self.vectorizer_.set_params(min_df=1, max_df=1.0)
-            matrix = self.vectorizer_.fit_transform(texts)
+            matrix = self.vectorizer_.fit_transform(tokens)
         self.vocabulary_ = self.vectorizer_.vocabulary_
         return matrix.astype("float32")
 

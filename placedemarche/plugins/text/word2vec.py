@@ -62,19 +62,23 @@ class Word2VecExtractor(TextExtractor):
         self.seed = seed
 
     def _tokens(self, texts) -> list[list[str]]:
-        preprocess = TextPreprocessor(normalise=self.normalise)
-        return [preprocess(t) for t in texts]
+        return TextPreprocessor(normalise=self.normalise).many(texts, f"{self.name}: tokenising")
 
-    def fit(self, X, y=None):
+    def _check(self) -> None:
         self.require()
         if self.pooling not in ("mean", "tfidf"):
             raise PluginConfigError(f"word2vec: unknown pooling '{self.pooling}': use mean or tfidf")
+
+    def fit(self, X, y=None):
+        self._check()
+        return self._fit_tokens(self._tokens(X))
+
+    def _fit_tokens(self, tokens: list[list[str]]):
         from gensim.models import Word2Vec
         from gensim.models.callbacks import CallbackAny2Vec
 
         from placedemarche.core.progress import task
 
-        tokens = self._tokens(X)
         counts = Counter(w for doc in tokens for w in doc)
         if not counts:
             raise CatalogError("word2vec: the texts given to fit contain no word to learn from "
@@ -100,9 +104,12 @@ class Word2VecExtractor(TextExtractor):
     def transform(self, X):
         if not hasattr(self, "model_"):
             raise PluginConfigError("word2vec: call fit (or fit_transform) before transform")
+        return self._pool(self._tokens(X))
+
+    def _pool(self, tokens: list[list[str]]) -> np.ndarray:
         vectors = self.model_.wv
-        out = np.zeros((len(X), self.vector_size), dtype=np.float32)
-        for i, doc in enumerate(self._tokens(X)):
+        out = np.zeros((len(tokens), self.vector_size), dtype=np.float32)
+        for i, doc in enumerate(tokens):
             known = [w for w in doc if w in vectors.key_to_index]
             if not known:
                 continue
@@ -114,7 +121,9 @@ class Word2VecExtractor(TextExtractor):
         return out
 
     def fit_transform(self, X, y=None):
-        return self.fit(X).transform(X)
+        self._check()
+        tokens = self._tokens(X)  # normalised once, for training and for pooling
+        return self._fit_tokens(tokens)._pool(tokens)
 
 
 @hookimpl
