@@ -3,6 +3,7 @@
     python bench/bench_evaluate_speed.py [--baseline fad9957] [--rounds 1] [--seeds 3]
                                          [--text tfidf --text bert] [--image efficientnet-lite0]
                                          [--warm-features] [--skip-baseline] [--live-tree] [--keep]
+                                         [--target-speedup 1.8]
 
 The release is checked out in a temporary git worktree (removed at the end) and run with the
 same interpreter, its directory first on PYTHONPATH so its code is imported instead of the
@@ -20,7 +21,7 @@ an untimed extraction (that version's own code), so "first" measures the cluster
 not the slow pretrained-model extraction.
 
 Targets printed: the tree's cached re-run at most 15 % of its first run (wall), and the
-tree's first run at least 2x faster than the release's first run (wall).
+tree's first run at least 2x (``--target-speedup``) faster than the release's first run (wall).
 """
 
 from __future__ import annotations
@@ -175,6 +176,9 @@ def main() -> None:
     parser.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python")
                         if (REPO / ".venv" / "bin" / "python").exists() else sys.executable)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed per pm run")
+    parser.add_argument("--target-speedup", type=float, default=2.0,
+                        help="first-run speed-up over the release to print as the target (issue 13: 1.8 "
+                             "for --text bert --image efficientnet-lite0)")
     args = parser.parse_args()
     args.text = args.text if args.text is not None else ["tfidf", "bert"]
     args.image = args.image if args.image is not None else ["efficientnet-lite0"]
@@ -306,8 +310,8 @@ def report(args, versions: list[Version], measures: list[Measure]) -> None:
           + ("OK" if share <= 0.15 else "NOT MET"))
     if "release" in names:
         speedup = ratio(median("release", "first", "wall"), tree_first)
-        print(f"target: tree first run >= 2x faster than the release's first run: {speedup:.2f}x -> "
-              + ("OK" if speedup >= 2 else "NOT MET"))
+        print(f"target: tree first run >= {args.target_speedup:g}x faster than the release's first run: "
+              f"{speedup:.2f}x -> " + ("OK" if speedup >= args.target_speedup else "NOT MET"))
     if args.warm_features:
         print("(--warm-features: 'first' runs read pre-extracted features; they time the clustering phase)")
 

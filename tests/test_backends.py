@@ -81,12 +81,22 @@ def test_bert_backends_match_torch(minilm, backend, precision):
     if not backend_available(backend):
         pytest.skip(f"{backend} runtime not installed")
     reference = create_plugin("text", "bert:backend='torch',threads=1").fit_transform(TEXTS)
-    X = create_plugin("text", f"bert:backend='{backend}',precision='{precision}',threads=1,batch_size=2"
-                      ).fit_transform(TEXTS)
+    ext = create_plugin("text", f"bert:backend='{backend}',precision='{precision}',threads=1,batch_size=2")
+    X = ext.fit_transform(TEXTS)
     assert X.shape == (3, 384) and X.dtype == np.float32
     assert np.allclose(np.linalg.norm(X, axis=1), 1, atol=1e-5)  # the model's Normalize module
     bound = FP32_COSINE if precision == "fp32" else INT8_COSINE["bert"]
     assert cosines(reference, X).min() >= bound
+    if backend == "onnx":
+        import onnx
+
+        options = ext.session_.session.get_session_options()
+        assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        # the session runs the optimiser's fused graph: one attention operator per layer
+        ops = [node.op_type for node in onnx.load(ext.session_.session._model_path).graph.node]
+        assert ops.count("Attention" if precision == "fp32" else "QAttention") == 6  # MiniLM-L6
+        assert "SkipLayerNormalization" in ops and "EmbedLayerNormalization" in ops
 
 
 def test_export_is_reused_and_a_corrupt_one_rebuilt(images, monkeypatch, tmp_path):

@@ -157,3 +157,56 @@ def test_unwritable_keras_home_is_harmless(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(None, 1280)" in done.stdout
+
+
+def _row_cosines(a, b):
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_openvino_backend_matches_keras_and_reuses_its_export(keras_home, tiny_catalog, monkeypatch, tmp_path):
+    pytest.importorskip("openvino")
+    from placedemarche.core import inference
+
+    monkeypatch.setenv("PM_MODEL_CACHE", str(tmp_path))
+    paths = load_catalog(tiny_catalog).image_paths[:3]  # generated shapes, real ImageNet weights
+    reference = create_plugin("image", "mobilenet:alpha=0.75").fit_transform(paths)
+    X = create_plugin("image", "mobilenet:alpha=0.75,backend='openvino'").fit_transform(paths)
+    assert X.shape == reference.shape == (3, 768)
+    # the same fp32 network run by another runtime: equal up to float rounding
+    assert _row_cosines(X, reference).min() >= 0.9999
+    exported = list((tmp_path / "exports").glob("mobilenet-openvino-fp32-*.ovir"))
+    assert len(exported) == 1 and exported[0].with_suffix(".json").is_file()
+
+    def no_conversion(model):
+        raise AssertionError("converted again instead of reading the model cache")
+
+    # (a corrupt export is rebuilt by the same cache as the torch exports: tests/test_backends.py)
+    monkeypatch.setattr(inference, "openvino_ir_bytes", no_conversion)
+    again = create_plugin("image", "mobilenet:alpha=0.75,backend='openvino'").fit_transform(paths[::-1])
+    assert np.allclose(again[::-1], X, atol=1e-5)
+
+
+def test_openvino_backend_with_random_weights_and_its_errors(monkeypatch, four_images):
+    import sys
+
+    pytest.importorskip("openvino")
+    spec = "mobilenetv2:weights=None,alpha=0.35,input_size=64"
+    ext = create_plugin("image", spec + ",backend='openvino'")
+    X = ext.fit_transform(four_images)
+    # random weights are never cached: the converted network is the very model Keras runs
+    assert _row_cosines(X, np.asarray(ext.model_.predict_on_batch(
+        ext.preprocess(_decoded(four_images, 64))), dtype=np.float32)).min() >= 0.9999
+    assert ext.runtime_params()["backend"] == "openvino" and "versions" in ext.runtime_params()
+    assert create_plugin("image", spec).runtime_params() == {"backend": "keras"}
+    with pytest.raises(PlaceDeMarcheError, match="unknown backend 'onnx': use keras or openvino"):
+        create_plugin("image", spec + ",backend='onnx'").fit(four_images)
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    one_line = r"""^mobilenetv2: backend 'openvino' needs openvino: pip install "placedemarche\[openvino\]"$"""
+    with pytest.raises(MissingDependencyError, match=one_line):
+        create_plugin("image", spec + ",backend='openvino'").fit(four_images)
+
+
+def _decoded(paths, size):
+    from placedemarche.core.images import iter_image_batches
+
+    return np.concatenate(list(iter_image_batches(paths, size, 8, 1)))

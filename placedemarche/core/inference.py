@@ -11,6 +11,9 @@ sha256, so a corrupt, cut or stale file is rebuilt, never half-read.
 sample inputs the extractor supplies) for CNNs, dynamically (weights int8, activations
 quantised on the fly) for transformers. ``bf16`` is not offered: see ``check_precision``.
 
+The Keras backbones use the same cache for their OpenVINO conversion (``openvino.convert_model``
+of the Keras model, packed into one ``.ovir`` file by ``openvino_ir_bytes``).
+
 Nothing heavy is imported at module level (``pm list-extractors`` must stay instant).
 """
 
@@ -98,13 +101,14 @@ def check_precision(precision: str, backend: str, who: str) -> None:
                                      'pip install "placedemarche[onnx]"')
 
 
-def runtime_params(backend: str, precision: str) -> dict[str, Any]:
+def runtime_params(backend: str, precision: str, source: str = "torch") -> dict[str, Any]:
     """What an extractor adds to its feature cache key besides ``get_params()``: the backend
     ``auto`` resolved to, and for an exported model how it was made (export format, library
-    versions), so features are recomputed when the export changes."""
-    if backend == "torch":
+    versions), so features are recomputed when the export changes. ``source``: the framework
+    the model is built in (``torch``, or ``keras`` for the Keras backbones)."""
+    if backend == source:
         return {"backend": backend}
-    return {"backend": backend, "export_format": EXPORT_FORMAT, "versions": library_versions(backend)}
+    return {"backend": backend, "export_format": EXPORT_FORMAT, "versions": library_versions(backend, source)}
 
 
 @contextmanager
@@ -121,9 +125,13 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def library_versions(backend: str) -> dict[str, str]:
-    """Versions that decide what an export contains and how the runtime reads it."""
-    names = ["torch", "onnx"] + (["onnxruntime"] if backend == "onnx" else ["openvino", "onnxruntime"])
+def library_versions(backend: str, source: str = "torch") -> dict[str, str]:
+    """Versions that decide what an export contains and how the runtime reads it: those of the
+    framework the model is built in (``source``: torch, or keras), the converter and the runtime."""
+    if source == "keras":  # converted by OpenVINO itself, from the Keras model
+        names = ["tensorflow", "keras", "openvino"]
+    else:
+        names = ["torch", "onnx"] + (["onnxruntime"] if backend == "onnx" else ["openvino", "onnxruntime"])
     versions = {}
     for name in names:
         try:
@@ -144,19 +152,22 @@ def export_key(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def cached_export(spec: dict[str, Any], build: Callable[[], bytes], cache_dir: str | os.PathLike | None = None) -> Path:
+def cached_export(spec: dict[str, Any], build: Callable[[], bytes], cache_dir: str | os.PathLike | None = None,
+                  suffix: str = ".onnx") -> Path:
     """The path of the exported model described by ``spec``, built by ``build()`` only when the
     cache has no valid copy. ``spec`` must name everything the export depends on (model
-    identity, backend, precision, shapes...); library versions and the export format are added.
+    identity, backend, precision, shapes...; ``source``: the framework, torch by default);
+    library versions and the export format are added.
 
-    The model file ``<name>-<key>.onnx`` is written atomically, then its sidecar
-    ``<same>.json`` (sha256, size, spec): a file without a matching sidecar, or whose bytes
-    do not match it, is rebuilt.
+    The model file ``<name>-<key><suffix>`` (``.onnx``, or ``.ovir``: see ``openvino_ir_bytes``)
+    is written atomically, then its sidecar ``<same>.json`` (sha256, size, spec): a file
+    without a matching sidecar, or whose bytes do not match it, is rebuilt.
     """
-    full = dict(spec, format=EXPORT_FORMAT, versions=library_versions(spec.get("backend", "onnx")))
+    versions = library_versions(spec.get("backend", "onnx"), spec.get("source", "torch"))
+    full = dict(spec, format=EXPORT_FORMAT, versions=versions)
     key = export_key(full)
     root = Path(cache_dir) if cache_dir else export_dir()
-    path = root / f"{spec.get('model_name', 'model')}-{spec.get('backend')}-{spec.get('precision')}-{key}.onnx"
+    path = root / f"{spec.get('model_name', 'model')}-{spec.get('backend')}-{spec.get('precision')}-{key}{suffix}"
     sidecar = path.with_suffix(".json")
     try:
         recorded = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -279,16 +290,44 @@ def quantize_dynamic_int8(model: bytes) -> bytes:
         return target.read_bytes()
 
 
+OVIR_MAGIC = b"PMOVIR1\n"  # an OpenVINO IR (.xml + .bin) packed into one file of the export cache
+
+
+def openvino_ir_bytes(model) -> bytes:
+    """An ``openvino.Model`` as one file: magic, the IR's XML length (8 bytes, little endian),
+    the XML, then the weights (.bin), fp32 as converted (not compressed to fp16)."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory(prefix="pm-ovir-") as tmp:
+        xml = Path(tmp) / "model.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=False)
+        graph, weights = xml.read_bytes(), xml.with_suffix(".bin").read_bytes()
+    return OVIR_MAGIC + len(graph).to_bytes(8, "little") + graph + weights
+
+
+def read_openvino_ir(core, data: bytes):
+    """The ``openvino.Model`` packed by ``openvino_ir_bytes``."""
+    import numpy as np
+    import openvino as ov
+
+    if not data.startswith(OVIR_MAGIC):
+        raise PlaceDeMarcheError("not a packed OpenVINO model")
+    start = len(OVIR_MAGIC) + 8
+    end = start + int.from_bytes(data[len(OVIR_MAGIC):start], "little")
+    return core.read_model(model=data[start:end], weights=ov.Tensor(np.frombuffer(data[end:], dtype=np.uint8)))
+
+
 class ExportedModel:
     """An exported model run by onnxruntime or OpenVINO: ``run(feeds) -> first output``.
 
-    onnxruntime gets ``intra_op_num_threads=threads`` (one inter-op thread) and the CUDA
-    provider before the CPU one when onnxruntime offers it; OpenVINO gets
+    onnxruntime gets ``intra_op_num_threads=threads`` (one inter-op thread, no spinning) and
+    the CUDA provider before the CPU one when onnxruntime offers it; OpenVINO gets
     ``INFERENCE_NUM_THREADS=threads`` and fp32 inference precision (its CPU plugin would
-    otherwise pick bf16 on CPUs that have it).
+    otherwise pick bf16 on CPUs that have it). ``model``: an ONNX file, a packed OpenVINO IR
+    (``.ovir``, OpenVINO only) or an ``openvino.Model`` in memory.
     """
 
-    def __init__(self, model: str | os.PathLike, backend: str, threads: int, device: str | None = None):
+    def __init__(self, model, backend: str, threads: int, device: str | None = None):
         self.backend = backend
         self.threads = max(1, int(threads))
         if backend == "onnx":
@@ -297,6 +336,10 @@ class ExportedModel:
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
+            # waiting threads sleep instead of spinning: on cores shared with other work
+            # (workers side by side, other jobs), spinning takes the CPU the working thread
+            # needs; measured on MiniLM at load 12-17 on 2 cores, median 29 s vs 50 s
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.log_severity_level = 3
             providers = ["CPUExecutionProvider"]
             if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
@@ -307,7 +350,10 @@ class ExportedModel:
             import openvino as ov
 
             core = ov.Core()
-            compiled = core.compile_model(str(model), "CPU",
+            if isinstance(model, (str, os.PathLike)):
+                path = Path(model)
+                model = read_openvino_ir(core, path.read_bytes()) if path.suffix == ".ovir" else str(path)
+            compiled = core.compile_model(model, "CPU",
                                           {"INFERENCE_NUM_THREADS": self.threads,
                                            "INFERENCE_PRECISION_HINT": "f32"})
             self.request = compiled.create_infer_request()

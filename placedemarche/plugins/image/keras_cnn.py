@@ -5,6 +5,12 @@ architecture's own ``preprocess_input``. ``weights="imagenet"`` is resolved thro
 cache (``$KERAS_HOME/models``, default ``~/.keras/models``): online, Keras downloads the file
 there once; offline, a missing file gives an error naming it. ``weights`` may also be the
 path of a local ``.h5`` file, or None (random initialisation, for tests only).
+
+``backend="openvino"`` runs the same network with OpenVINO instead of TensorFlow: the Keras
+model is converted once by ``openvino.convert_model`` (fp32, same function: per-row cosine to
+Keras >= 0.9999) and kept in the model cache like the torch extractors' exports (see
+``placedemarche.core.inference``); with ``weights=None`` the random network is converted in
+memory each time, never cached.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from typing import ClassVar
 import numpy as np
 
 from placedemarche import ImageExtractor, hookimpl
-from placedemarche.core.errors import PlaceDeMarcheError
+from placedemarche.core.errors import MissingDependencyError, PlaceDeMarcheError
 from placedemarche.core.progress import task
 from placedemarche.core.runtime import quiet_tensorflow
+
+
+BACKENDS = ("keras", "openvino")
 
 
 class WeightsUnavailableError(PlaceDeMarcheError):
@@ -43,6 +52,8 @@ class KerasBackbone(ImageExtractor):
         input_size: square input size (architectures with a fixed size ignore other values
             only when loading ImageNet weights would fail: then an error says so).
         workers: threads decoding images.
+        backend: "keras" (TensorFlow, the reference) or "openvino" (the converted model, run
+            with as many threads as the process's CPU share; needs the ``openvino`` extra).
 
     Usage::
 
@@ -51,7 +62,7 @@ class KerasBackbone(ImageExtractor):
 
     requires = ("tensorflow", "keras", "cv2")
     extra = "keras"
-    transient = ("model_",)  # the Keras model is rebuilt on demand, never pickled
+    transient = ("model_", "session_")  # the Keras model is rebuilt on demand, never pickled
     application: ClassVar[str] = ""
     preprocess_module: ClassVar[str] = ""
     default_size: ClassVar[int] = 224
@@ -59,11 +70,12 @@ class KerasBackbone(ImageExtractor):
     weights_file: ClassVar[str] = ""
 
     def __init__(self, weights: str | None = "imagenet", batch_size: int = 32,
-                 input_size: int | None = None, workers: int | None = None):
+                 input_size: int | None = None, workers: int | None = None, backend: str = "keras"):
         self.weights = weights
         self.batch_size = batch_size
         self.input_size = input_size
         self.workers = workers
+        self.backend = backend
 
     # -- the interface the classifier's fine-tuning builds on -----------------------------
     def image_size(self) -> int:
@@ -79,6 +91,22 @@ class KerasBackbone(ImageExtractor):
         """Name of the ImageNet no-top weights file Keras looks for in its cache."""
         return self.weights_file.format(**self._weights_file_fields())
 
+    def resolved_weights(self) -> str | None:
+        """What Keras is given: None, "imagenet" (to download), or the path of a local file
+        (given, or the ImageNet file found in the Keras cache)."""
+        weights = self.weights
+        if weights not in (None, "imagenet"):
+            weights = str(Path(weights).expanduser())
+            if not Path(weights).is_file():
+                raise WeightsUnavailableError(f"{self.name}: weights file not found: {weights}")
+        elif weights == "imagenet" and self.expected_weights_file():
+            cached = keras_cache_dir() / self.expected_weights_file()
+            if cached.is_file():
+                # Keras reads KERAS_HOME once, at import; resolving the file here honours
+                # the variable as it is now and never touches the network.
+                weights = str(cached)
+        return weights
+
     def load_base(self):
         """The headless, average-pooled backbone with this plugin's weights."""
         self.require()
@@ -91,17 +119,7 @@ class KerasBackbone(ImageExtractor):
         if self.fixed_size and self.weights == "imagenet" and size != self.default_size:
             raise PlaceDeMarcheError(
                 f"{self.name}: ImageNet weights need input_size={self.default_size}, got {size}")
-        weights = self.weights
-        if weights not in (None, "imagenet"):
-            weights = str(Path(weights).expanduser())
-            if not Path(weights).is_file():
-                raise WeightsUnavailableError(f"{self.name}: weights file not found: {weights}")
-        elif weights == "imagenet" and self.expected_weights_file():
-            cached = keras_cache_dir() / self.expected_weights_file()
-            if cached.is_file():
-                # Keras reads KERAS_HOME once, at import; resolving the file here honours
-                # the variable as it is now and never touches the network.
-                weights = str(cached)
+        weights = self.resolved_weights()
         build = getattr(keras.applications, self.application)
         try:
             return build(include_top=False, weights=weights, pooling="avg",
@@ -127,8 +145,26 @@ class KerasBackbone(ImageExtractor):
         return module.preprocess_input(np.array(batch, dtype=np.float32, copy=True))
 
     # -- extraction ----------------------------------------------------------------------
+    def runtime_backend(self) -> str:
+        """The backend ``transform`` runs; a one-line error names the extra when it is missing."""
+        from placedemarche.core.inference import module_available
+
+        if self.backend not in BACKENDS:
+            raise PlaceDeMarcheError(f"{self.name}: unknown backend '{self.backend}': use {' or '.join(BACKENDS)}")
+        self.require()
+        if self.backend == "openvino" and not module_available("openvino"):
+            raise MissingDependencyError(
+                f'{self.name}: backend \'openvino\' needs openvino: pip install "placedemarche[openvino]"')
+        return self.backend
+
+    def runtime_params(self) -> dict:
+        """What the feature cache adds to ``get_params()``: for OpenVINO, how the model was converted."""
+        from placedemarche.core.inference import runtime_params
+
+        return runtime_params(self.runtime_backend(), "fp32", source="keras")
+
     def fit(self, X, y=None):
-        self._model()
+        self._predictor()
         return self
 
     def _model(self):
@@ -136,21 +172,59 @@ class KerasBackbone(ImageExtractor):
             self.model_ = self.load_base()
         return self.model_
 
+    def _predictor(self):
+        """A function from a preprocessed batch to its features: the Keras model's compiled
+        predict step, or the OpenVINO conversion of it (from the model cache)."""
+        if self.runtime_backend() == "keras":
+            # predict_on_batch runs Keras's compiled predict step: eager model(x) calls are
+            # markedly slower, and predict() would rebuild a dataset per batch
+            return self._model().predict_on_batch
+        if getattr(self, "session_", None) is None:
+            self.session_ = self._openvino_session()
+        return lambda batch: self.session_.run({self.session_.input_names[0]: batch})
+
+    def _openvino_session(self):
+        from placedemarche.core import inference
+
+        def convert():
+            import warnings
+
+            import openvino as ov
+
+            model = self._model()
+            with warnings.catch_warnings():
+                # Keras warns that the traced input is a tensor, not a list of one: harmless
+                warnings.simplefilter("ignore", UserWarning)
+                return ov.convert_model(model)  # the batch axis stays dynamic
+
+        threads = inference.default_threads()
+        weights = self.resolved_weights()
+        if weights is None or weights == "imagenet":  # random, or downloaded by Keras: nothing to key on
+            return inference.ExportedModel(convert(), "openvino", threads)
+        file = Path(weights)
+        spec = {"model_name": self.name, "source": "keras", "application": self.application,
+                "kwargs": self._application_kwargs(), "size": self.image_size(), "backend": "openvino",
+                "precision": "fp32", "weights": [file.name, file.stat().st_size, file.stat().st_mtime_ns]}
+        path = inference.cached_export(spec, lambda: inference.openvino_ir_bytes(convert()), suffix=".ovir")
+        return inference.ExportedModel(path, "openvino", threads)
+
     def transform(self, X):
         from placedemarche.core.images import iter_image_batches
 
         paths = list(X)
-        model = self._model()
-        out = np.zeros((len(paths), model.output_shape[-1]), dtype=np.float32)
+        predict = self._predictor()
+        out = None
         start = 0
         with task(f"{self.name}: images", total=len(paths)) as bar:
             for batch in iter_image_batches(paths, self.image_size(), self.batch_size, self.workers):
-                # predict_on_batch runs Keras's compiled predict step: eager model(x) calls
-                # are markedly slower, and predict() would rebuild a dataset per batch
-                features = model.predict_on_batch(self.preprocess(batch))
-                out[start:start + len(batch)] = np.asarray(features, dtype=np.float32)
+                features = np.asarray(predict(self.preprocess(batch)), dtype=np.float32)
+                if out is None:
+                    out = np.zeros((len(paths), features.shape[-1]), dtype=np.float32)
+                out[start:start + len(batch)] = features
                 start += len(batch)
                 bar.advance(len(batch))
+        if out is None:  # no images: the width from the model
+            out = np.zeros((0, self._model().output_shape[-1]), dtype=np.float32)
         return out
 
 
@@ -201,8 +275,9 @@ class _AlphaBackbone(KerasBackbone):
     alpha_names: ClassVar[dict[float, str]] = {}
 
     def __init__(self, weights: str | None = "imagenet", alpha: float = 1.0, batch_size: int = 32,
-                 input_size: int | None = None, workers: int | None = None):
-        super().__init__(weights=weights, batch_size=batch_size, input_size=input_size, workers=workers)
+                 input_size: int | None = None, workers: int | None = None, backend: str = "keras"):
+        super().__init__(weights=weights, batch_size=batch_size, input_size=input_size, workers=workers,
+                         backend=backend)
         self.alpha = alpha
 
     def _application_kwargs(self):
