@@ -7,16 +7,11 @@ from pathlib import Path
 
 import click
 
-from .options import catalog_options, features_option, load_catalog_from_options
+from .options import catalog_options, extractor_options, features_option, load_catalog_from_options
 
 
 @click.command("evaluate")
-@click.option("--text", "text", multiple=True, metavar="SPEC",
-              help="Text extractor, e.g. tfidf or 'tfidf:max_df=0.5' (repeatable).")
-@click.option("--image", "image", multiple=True, metavar="SPEC",
-              help="Image extractor, e.g. sift or 'mobilenet:alpha=0.75' (repeatable).")
-@click.option("--text-field", type=click.Choice(["name", "description", "both"]), default="both",
-              show_default=True, help="Which product text the text extractors read.")
+@extractor_options
 @click.option("--reducer", default="pca:n_components=100", show_default=True, metavar="SPEC",
               help="Reducer for the 'reduced' space and before t-SNE (see pm list-reducers).")
 @click.option("--cluster-on", type=click.Choice(["raw", "reduced", "tsne"]), multiple=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import catalog_options
+from .options import catalog_options, extractor_options
 
 
 def _runtime_env(ctx, param, value: str | None) -> dict | None:
@@ -24,12 +24,7 @@ def _runtime_env(ctx, param, value: str | None) -> dict | None:
 
 
 @click.command("extract")
-@click.option("--text", "text", multiple=True, metavar="SPEC",
-              help="Text extractor, e.g. tfidf or 'tfidf:max_df=0.5' (repeatable).")
-@click.option("--image", "image", multiple=True, metavar="SPEC",
-              help="Image extractor, e.g. efficientnet-lite0 (repeatable).")
-@click.option("--text-field", type=click.Choice(["name", "description", "both"]), default="both",
-              show_default=True, help="Which product text the text extractors read.")
+@extractor_options
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), metavar="STORE",
               help="Feature store directory (created if needed; a set already there is resumed).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,

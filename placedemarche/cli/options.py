@@ -29,6 +29,22 @@ def catalog_options(func):
     return func
 
 
+def extractor_options(func):
+    """Add --text, --image (repeatable plugin specs) and --text-field to a command."""
+    options = [
+        click.option("--text", "text", multiple=True, metavar="SPEC",
+                     help="Text extractor, e.g. tfidf, 'tfidf:max_df=0.5' or bert (see pm list-extractors); "
+                          "repeatable."),
+        click.option("--image", "image", multiple=True, metavar="SPEC",
+                     help="Image extractor, e.g. efficientnet-lite0, sift or 'mobilenet:alpha=0.75'; repeatable."),
+        click.option("--text-field", type=click.Choice(["name", "description", "both"]), default="both",
+                     show_default=True, help="Which product text the text extractors read."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def load_unvalidated_catalog(kwargs: dict, *, labels: bool, keep_urls: bool = False):
     """Load the catalogue named by :func:`catalog_options` values (``--on-missing`` is left in
     ``kwargs``): nothing dropped yet; image URLs kept as they are with ``keep_urls``."""

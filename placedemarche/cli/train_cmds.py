@@ -7,16 +7,11 @@ from pathlib import Path
 
 import click
 
-from .options import catalog_options, features_option
+from .options import catalog_options, extractor_options, features_option
 
 
 @click.command("train")
-@click.option("--text", multiple=True, metavar="SPEC",
-              help="Text extractor, e.g. tfidf or bert (see pm list-extractors); repeat to combine several.")
-@click.option("--image", multiple=True, metavar="SPEC",
-              help="Image extractor, e.g. 'mobilenet:alpha=0.75' or efficientnet-lite0; repeat to combine several.")
-@click.option("--text-field", type=click.Choice(["name", "description", "both"]), default="both",
-              show_default=True, help="Which product text the text extractor reads.")
+@extractor_options
 @click.option("--classifier", metavar="SPEC", default="logreg", show_default=True,
               help="Classifier head plugin on frozen features, with optional parameters: logreg, "
                    "'logreg:C=0.5', 'knn:n_neighbors=5', ... (the built-ins and installed plugins' heads: "
