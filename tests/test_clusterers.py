@@ -15,6 +15,7 @@ from placedemarche import Clusterer, hookimpl
 from placedemarche.cli.main import cli
 from placedemarche.core import plugins
 from placedemarche.core.catalog import load_catalog
+from placedemarche.core.errors import PlaceDeMarcheError
 from placedemarche.core.evaluate import EvaluationConfig, evaluate_combinations
 from placedemarche.core.metrics import contingency, matched_confusion, noise_counts, score_clustering
 
@@ -119,18 +120,32 @@ def test_built_in_clusterer_finds_well_separated_groups(name, blobs):
     assert adjusted_rand_score(y, labels) == pytest.approx(1.0)
 
 
-def test_kmeans_is_sklearn_kmeans_with_ten_restarts_and_switches_to_minibatch(blobs):
+def test_kmeans_is_sklearn_kmeans_with_ten_restarts_and_cheaper_past_its_limit(blobs):
     from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.metrics import adjusted_rand_score
 
-    X, _ = blobs
+    X, y = blobs
     for seed in (0, 1, 7):
         plugin = plugins.create_plugin("clusterer", "kmeans", n_clusters=4, random_state=seed)
         expected = KMeans(n_clusters=4, n_init=10, random_state=seed).fit_predict(X)
         np.testing.assert_array_equal(plugin.fit_predict(X), expected)
-        assert type(plugin.model_) is KMeans
-    small_limit = plugins.create_plugin("clusterer", "kmeans:minibatch_above=50", n_clusters=3)
-    small_limit.fit_predict(X)
-    assert type(small_limit.model_) is MiniBatchKMeans
+        assert type(plugin.model_) is KMeans and plugin.approximation(len(X)) is None
+    # past the limit, by default: the restarts on a sample, then one run on every row from there
+    sampled = plugins.create_plugin("clusterer", "kmeans:minibatch_above=50,sample_rows=30", n_clusters=3)
+    labels = sampled.fit_predict(X)
+    assert sampled.model_.n_init == 1 and not isinstance(sampled.model_.init, str)
+    rows = np.sort(np.random.default_rng(0).choice(len(X), size=30, replace=False))
+    start = KMeans(n_clusters=3, n_init=10, random_state=0).fit(X[rows]).cluster_centers_
+    np.testing.assert_allclose(sampled.model_.init, start)
+    assert adjusted_rand_score(y, labels) == pytest.approx(1.0)
+    assert "sample of 30 rows" in sampled.approximation(len(X))
+    minibatch = plugins.create_plugin("clusterer", "kmeans:minibatch_above=50,large=minibatch", n_clusters=3)
+    minibatch.fit_predict(X)
+    assert type(minibatch.model_) is MiniBatchKMeans and "MiniBatchKMeans" in minibatch.approximation(len(X))
+    exact = plugins.create_plugin("clusterer", "kmeans:minibatch_above=50,large=exact", n_clusters=4)
+    np.testing.assert_array_equal(exact.fit_predict(X), KMeans(n_clusters=4, n_init=10, random_state=0).fit_predict(X))
+    with pytest.raises(PlaceDeMarcheError, match="large='fast' is not one of sample-init, minibatch, exact"):
+        plugins.create_plugin("clusterer", "kmeans:minibatch_above=50,large=fast", n_clusters=3).fit_predict(X)
 
 
 def test_evaluator_kmeans_gives_the_same_clusters_as_before_the_plugin(catalog):

@@ -124,7 +124,7 @@ def test_past_the_threshold_approximations_are_printed_recorded_and_close_to_exa
     _, exact = evaluate(tmp_path / "exact", "--cluster-on", "raw", "--cluster-on", "reduced")
     notes = approx["approximations"]
     assert set(notes) == {"clusterer kmeans", "silhouette", "map", "plots"}
-    assert "MiniBatchKMeans" in notes["clusterer kmeans"] and "150 of 450" in notes["silhouette"]
+    assert "KMeans restarts (n_init 10) on a random sample" in notes["clusterer kmeans"] and "150 of 450" in notes["silhouette"]
     for what, how in notes.items():  # one terminal line each
         assert f"Approximated {what}: {how}" in output.splitlines()
     assert approx["scale"] == {"products": 450, "approximate_above": 200, "sample_size": 150, "approximated": True}

@@ -36,7 +36,7 @@ from .options import catalog_options, extractor_options, features_option, load_c
 @click.option("--jobs", type=click.IntRange(min=1),
               help="Clustering jobs (run × seed) at once, one per process (default: the CPUs available).")
 @click.option("--approximate-above", type=click.IntRange(min=1), metavar="N",
-              help="Products past which the evaluator approximates: mini-batch k-means, silhouette, "
+              help="Products past which the evaluator approximates: k-means restarts on a sample, silhouette, "
                    "t-SNE fit and plots on a stratified sample (default: 20000).")
 @click.option("--sample-size", type=click.IntRange(min=10), metavar="N",
               help="Products in that stratified sample (default: 10000).")

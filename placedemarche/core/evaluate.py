@@ -7,7 +7,7 @@ builds the feature space, reduces it, clusters it with each clusterer plugin ask
 seeds (mean and standard deviation). Every feature combination x clusterer is a run; the
 t-SNE map of a combination and seed is computed once and shared by all its clusterers.
 Past a size threshold (20,000 products) nothing quadratic in the number of products is
-computed: mini-batch k-means, and silhouette, t-SNE fit and plots on a stratified sample; each
+computed: k-means restarts on a sample of the rows, and silhouette, t-SNE fit and plots on a stratified sample; each
 approximation is listed in ``report.approximations`` (see :mod:`placedemarche.core.scale`).
 
 Usage::

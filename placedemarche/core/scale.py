@@ -4,8 +4,9 @@ Exact silhouettes cost time quadratic in the number of products, an exact t-SNE 
 at a million, k-means restarts on every row minutes, and a page or a plot with a million
 points cannot be opened. Past :data:`APPROXIMATE_ABOVE` products the evaluator therefore:
 
-- clusters with mini-batch k-means (the ``kmeans`` plugin's ``minibatch_above`` is set to the
-  same threshold, so one number decides);
+- starts k-means from its restarts on a sample of the rows, then runs it once on every row
+  (the ``kmeans`` plugin's ``minibatch_above`` is set to the same threshold, so one number
+  decides; ``kmeans:large=minibatch`` or ``exact`` choose otherwise);
 - computes the silhouette on a stratified sample of :data:`SAMPLE_SIZE` products (drawn once,
   seed 0, category shares kept; the same sample for every run, space and seed);
 - fits the 2-D t-SNE map on that sample and places every other product at the median position
@@ -142,7 +143,7 @@ def refuse_above(name: str, rows: int, limit: int, why: str) -> None:
     if rows > limit:
         raise PlaceDeMarcheError(
             f"{name}: {rows} rows is more than its limit of {limit} ({why}); use kmeans "
-            f"(mini-batch past {APPROXIMATE_ABOVE} rows), or raise the limit with "
+            f"(linear in the rows), or raise the limit with "
             f"'{name}:max_rows={rows}' if the memory is there")
 
 
