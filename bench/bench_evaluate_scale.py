@@ -114,25 +114,31 @@ finally:
 """
 
 
+def run_child(args: list[str]) -> dict:
+    """Run ``pm ARGS`` in a fresh process with the stage timers: its wall time, stages and peak RSS."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    line = next((l for l in done.stdout.splitlines() if l.startswith("STAGES ")), None)
+    if done.returncode != 0 or line is None:
+        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
+        raise SystemExit(f"pm {' '.join(args[:3])} ... failed (exit {done.returncode})")
+    result = json.loads(line[len("STAGES "):])
+    result["wall"] = wall
+    return result
+
+
 def run_size(n: int, work: Path, args) -> dict:
     data = work / f"catalogue-{n}.csv"
     if not data.exists():
         generate_catalogue(n, data)
     out = work / f"evaluate-{n}{args.label}"
-    cmd = [sys.executable, "-c", CHILD, "evaluate", "--text", "tfidf", "--seeds", str(args.seeds),
+    cmd = ["evaluate", "--text", "tfidf", "--seeds", str(args.seeds),
            "--no-cache", "--no-progress", "--data", str(data), "--out", str(out)]
     for space in args.cluster_on:
         cmd += ["--cluster-on", space]
     cmd += args.evaluate_args
-    started = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    line = next((l for l in done.stdout.splitlines() if l.startswith("STAGES ")), None)
-    if done.returncode != 0 or line is None:
-        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
-        raise SystemExit(f"size {n} failed (exit {done.returncode})")
-    result = json.loads(line[len("STAGES "):])
-    result["wall"] = wall
+    result = run_child(cmd)
     results = json.loads((out / "results.json").read_text())
     result["approximations"] = results.get("approximations", {})
     result["ari"] = {space: values.get("ari_mean") for space, values in results["runs"][0]["spaces"].items()}

@@ -24,28 +24,13 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_evaluate_scale import CHILD, generate_catalogue  # noqa: E402
-
-
-def run_child(args: list[str]) -> dict:
-    """Run ``pm ARGS`` in a fresh process with stage timers; its wall time, stages, peak RSS."""
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    line = next((l for l in done.stdout.splitlines() if l.startswith("STAGES ")), None)
-    if done.returncode != 0 or line is None:
-        sys.stderr.write(done.stdout[-3000:] + done.stderr[-3000:])
-        raise SystemExit(f"pm {' '.join(args[:3])} ... failed (exit {done.returncode})")
-    result = json.loads(line[len("STAGES "):])
-    result["wall"] = wall
-    return result
+from bench_evaluate_scale import generate_catalogue, run_child  # noqa: E402
 
 
 def run_size(n: int, work: Path, args) -> dict:
