@@ -125,6 +125,16 @@ def test_tfidf_in_the_store_equals_tfidf_in_memory(tiny_catalog, tmp_path):
     assert abs(matrix - expected).max() < 1e-6
 
 
+def test_a_learning_image_extractor_fits_on_the_readable_images_and_lists_the_others(tiny_catalog, tmp_path):
+    (tiny_catalog.parent / "images" / "kit002.jpg").write_bytes(b"not a jpeg")
+    catalog = load_catalog(tiny_catalog)
+    done = extract_to_store(catalog, (), ["sift:n_words=8,max_keypoints=50"], tmp_path / "store",
+                            shard_rows=8, batch_size=4)[0]
+    assert [row["id"] for row in done.failed] == ["kit002"] and "kit002.jpg" in done.failed[0]["reason"]
+    ids, matrix = FeatureSet(done.path).read()
+    assert len(ids) == len(catalog) - 1 and "kit002" not in ids and matrix.shape[0] == len(ids)
+
+
 def test_unreadable_and_missing_images_are_listed_in_the_manifest(tiny_catalog, tmp_path):
     (tiny_catalog.parent / "images" / "kit002.jpg").write_bytes(b"not a jpeg")
     catalog = load_catalog(tiny_catalog)

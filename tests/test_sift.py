@@ -114,7 +114,16 @@ def test_unreadable_images_raise_image_read_error_naming_the_file(tiny_paths, tm
     corrupt.write_bytes(b"\xff\xd8 not really a jpeg")
     ext = create_plugin("image", SMALL)
     with pytest.raises(ImageReadError, match="corrupt.jpg"):
-        ext.fit(tiny_paths + [corrupt])
+        ext.fit_transform(tiny_paths + [corrupt])  # its features are asked for: no row to give
+    # fit alone learns from the images it can read (pm extract then lists the others as failed
+    # rows): the same vocabulary as without the unreadable one
+    ext.fit(tiny_paths + [corrupt])
+    assert ext.unreadable_in_fit_ == 1
+    clean = create_plugin("image", SMALL).fit(tiny_paths)
+    np.testing.assert_array_equal(ext.vocabulary_.cluster_centers_, clean.vocabulary_.cluster_centers_)
+    np.testing.assert_array_equal(ext.idf_, clean.idf_)
+    with pytest.raises(ImageReadError, match="corrupt.jpg"):
+        ext.transform([corrupt])
     ext.fit(tiny_paths)
     with pytest.raises(ImageReadError, match="missing.png"):
         ext.transform([tmp_path / "missing.png"])

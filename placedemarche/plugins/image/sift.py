@@ -96,13 +96,22 @@ class SiftExtractor(ImageExtractor):
         # nfeatures keeps the strongest keypoints, but ties and extra orientations can exceed it.
         return descriptors[: self.max_keypoints].astype(np.uint8)
 
-    def _describe(self, paths, label: str) -> list[np.ndarray]:
+    def _describe_or_none(self, path) -> np.ndarray | None:
+        try:
+            return self._describe_one(path)
+        except ImageReadError:
+            return None
+
+    def _describe(self, paths, label: str, skip_unreadable: bool = False) -> list[np.ndarray]:
+        """Descriptors per image; with ``skip_unreadable``, None for an image that cannot be
+        read instead of raising its ImageReadError."""
         self.require()
         paths = list(paths)
         results: list[np.ndarray | None] = [None] * len(paths)
         workers = self.workers or min(8, os.cpu_count() or 1)
+        describe = self._describe_or_none if skip_unreadable else self._describe_one
         with ThreadPoolExecutor(max_workers=workers) as pool, task(label, total=len(paths)) as bar:
-            futures = {pool.submit(self._describe_one, p): i for i, p in enumerate(paths)}
+            futures = {pool.submit(describe, p): i for i, p in enumerate(paths)}
             try:
                 for future in as_completed(futures):
                     results[futures[future]] = future.result()
@@ -158,8 +167,13 @@ class SiftExtractor(ImageExtractor):
 
     # -- the transformer API ----------------------------------------------------------------
     def fit(self, X, y=None):
+        """Learn the visual words from the images of ``X`` that can be read; an unreadable
+        one is left out of the vocabulary (and fails in ``transform``, e.g. as a failed row
+        of ``pm extract``), counted in ``unreadable_in_fit_``."""
         self._check_params()
-        self._learn(self._describe(X, "sift: descriptors (fit)"))
+        described = self._describe(X, "sift: descriptors (fit)", skip_unreadable=True)
+        self.unreadable_in_fit_ = sum(d is None for d in described)
+        self._learn([d for d in described if d is not None])
         return self
 
     def transform(self, X):
