@@ -26,8 +26,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .store import MANIFEST, STORE_FORMAT, FeatureSet, StoreError, library_versions
 
 #: Rows per shard of a cached set: pm extract's default, so one catalogue of the study is one shard.
@@ -84,31 +82,17 @@ def save_feature_set(path: Path, key: str, matrix, description: dict[str, Any]) 
 def load_feature_set(path: Path, key: str, rows: int):
     """The matrix of the complete set ``path`` saved under ``key`` with ``rows`` rows, or None
     when it is absent, incomplete, damaged (a shard not matching its sha256) or another's."""
-    import scipy.sparse
-
     try:
         feature_set = FeatureSet(path)
         manifest = feature_set.manifest
         if manifest.get("key") != key or not feature_set.complete or manifest.get("rows") != rows:
             return None
-        parts, start = [], 0
-        for index in range(len(manifest.get("shards", []))):
-            ids, matrix = feature_set.read_shard(index)
-            if ids != _positions(start, start + len(ids)):
-                return None
-            parts.append(matrix)
-            start += len(ids)
+        ids, matrix = feature_set.read()  # a new, writable array: callers may scale it in place
     # a missing or damaged manifest or shard (StoreError), or bytes that match their checksum
     # yet do not decode (a file from another pyarrow, a hand-edited set): recomputed, all of them
     except Exception:
         return None
-    if start != rows or not parts:
-        return None
-    if len(parts) > 1:
-        return scipy.sparse.vstack(parts, format="csr") if scipy.sparse.issparse(parts[0]) else np.vstack(parts)
-    # Arrow hands out read-only memory; callers may scale a matrix in place, as they could an .npy one
-    matrix = parts[0]
-    return matrix if (matrix.data if scipy.sparse.issparse(matrix) else matrix).flags.writeable else matrix.copy()
+    return matrix if ids == _positions(0, rows) else None
 
 
 def verify_feature_set(path: Path) -> bool:

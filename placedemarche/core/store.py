@@ -272,18 +272,16 @@ class FeatureSet:
         holds the result and one shard, never two copies of the set."""
         import scipy.sparse
 
-        stored = self.ids()
+        sparse, dims = self.manifest.get("storage") == "sparse", self.dims or 0
         if ids is None:
-            wanted = stored
-            source_rows = np.arange(len(stored), dtype=np.int64)
-        else:
-            position = {row_id: i for i, row_id in enumerate(stored)}
-            wanted = [row_id for row_id in ids if row_id in position]
-            source_rows = np.fromiter((position[row_id] for row_id in wanted), dtype=np.int64, count=len(wanted))
+            return self._read_all(sparse, dims)
+        stored = self.ids()
+        position = {row_id: i for i, row_id in enumerate(stored)}
+        wanted = [row_id for row_id in ids if row_id in position]
+        source_rows = np.fromiter((position[row_id] for row_id in wanted), dtype=np.int64, count=len(wanted))
         # where each stored row goes in the result (-1: not asked for)
         target = np.full(len(stored), -1, dtype=np.int64)
         target[source_rows] = np.arange(len(wanted), dtype=np.int64)
-        sparse, dims = self.manifest.get("storage") == "sparse", self.dims or 0
         dense = None if sparse else np.zeros((len(wanted), dims), np.float32)
         pieces, placed = [], []
         start = 0
@@ -304,6 +302,28 @@ class FeatureSet:
         order = np.empty(len(wanted), dtype=np.int64)
         order[np.concatenate(placed)] = np.arange(len(wanted), dtype=np.int64)
         return list(wanted), stacked[order]
+
+    def _read_all(self, sparse: bool, dims: int) -> tuple[list[str], Any]:
+        """Every row in stored order, each shard read once (``read(ids)`` first needs the ids)."""
+        import scipy.sparse
+
+        found: list[str] = []
+        pieces = []
+        dense = None if sparse else np.empty((self.rows_with_features, dims), np.float32)
+        for shard_ids, matrix in self.iter_shards():
+            if sparse:
+                pieces.append(matrix)
+            else:
+                dense[len(found):len(found) + len(shard_ids)] = matrix
+            found.extend(shard_ids)
+        if len(found) != self.rows_with_features:
+            raise StoreError(f"{self.path}: the shards hold {len(found)} rows, the manifest says "
+                             f"{self.rows_with_features}: run pm extract again to recompute the set")
+        if not sparse:
+            return found, dense
+        if not pieces:
+            return found, scipy.sparse.csr_matrix((0, dims), dtype=np.float32)
+        return found, scipy.sparse.vstack(pieces, format="csr")
 
     def __repr__(self) -> str:
         return f"FeatureSet({str(self.path)!r}, spec={self.manifest.get('spec')!r})"
