@@ -32,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from placedemarche.core.catalog import load_catalog  # noqa: E402
+from placedemarche.data.catalog import load_catalog  # noqa: E402
 from placedemarche.core.plugins import create_plugin  # noqa: E402
 
 CONFIGS = [("torch", "fp32"), ("onnx", "fp32"), ("openvino", "fp32"), ("onnx", "int8"), ("openvino", "int8")]
@@ -80,9 +80,9 @@ def speed(kind: str, name: str, items: list, fit_items: list, rounds: int, confi
 
 
 def quality(catalog, seeds: int, configs: list[tuple[str, str]]) -> list[dict]:
-    from placedemarche.core.cache import FeatureCache
-    from placedemarche.core.classify import TrainConfig, train
-    from placedemarche.core.evaluate import EvaluationConfig, evaluate_combinations
+    from placedemarche.features.cache import FeatureCache
+    from placedemarche.classify import TrainConfig, train
+    from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
 
     config = EvaluationConfig(seeds=tuple(range(seeds)))
     cache = FeatureCache(Path(tempfile.gettempdir()) / "pm-bench-backends-features")

@@ -7,7 +7,7 @@ Usage::
     KERAS_HOME=../shared/models/keras NLTK_DATA=../shared/models/nltk_data \\
         python bench/bench_classify.py --data ../shared/data/flipkart --out bench/out/classify
 
-Each run trains with :func:`placedemarche.core.classify.train` (one model per run, written
+Each run trains with :func:`placedemarche.classify.train` (one model per run, written
 under --out) and prints the per-modality figures it measures: a text + image run also gives
 the text-only and image-only heads of the same folds. Figures go to results.json and a
 Markdown table (results.md) for the README.
@@ -55,11 +55,11 @@ def main(argv=None) -> int:
     os.environ.setdefault("NLTK_DATA", str(SHARED / "models" / "nltk_data"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-    from placedemarche.core.cache import FeatureCache
-    from placedemarche.core.catalog import load_catalog
-    from placedemarche.core.classify import TrainConfig, train
-    from placedemarche.core.finetune import FineTuneConfig
-    from placedemarche.core.report import slug
+    from placedemarche.features.cache import FeatureCache
+    from placedemarche.data.catalog import load_catalog
+    from placedemarche.classify import TrainConfig, train
+    from placedemarche.classify.finetune import FineTuneConfig
+    from placedemarche.report.evaluation import slug
 
     out = Path(args.out)
     catalog = load_catalog(args.data).validated(on_missing="drop")

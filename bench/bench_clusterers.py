@@ -8,7 +8,7 @@ combinations, in the raw, reduced (PCA 100) and t-SNE spaces, with the default s
 prints one markdown table per space: ARI, NMI and Hungarian-matched accuracy (mean ± sd over
 the seeds) and the fraction of products left as noise. Features and t-SNE maps come from the
 feature cache (PM_CACHE_DIR); the first extraction of bert takes minutes on a 2-core CPU.
-Noise (HDBSCAN's label -1) is scored as placedemarche.core.metrics says: each noise product
+Noise (HDBSCAN's label -1) is scored as placedemarche.evaluate.metrics says: each noise product
 is its own singleton cluster for ARI/NMI and counts as wrong for matched accuracy.
 Nothing here is tuned on the printed scores: every clusterer runs with its defaults.
 """
@@ -32,10 +32,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from placedemarche.cli.render import progress_bars
-    from placedemarche.core.cache import FeatureCache
-    from placedemarche.core.catalog import load_catalog
-    from placedemarche.core.datasets import resolve_data
-    from placedemarche.core.evaluate import EvaluationConfig, evaluate_combinations
+    from placedemarche.features.cache import FeatureCache
+    from placedemarche.data.catalog import load_catalog
+    from placedemarche.data.datasets import resolve_data
+    from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
 
     clusterers = tuple(args.clusterer or CLUSTERERS)
     # image=True: the 3 products without a photo are dropped from every run, so all compare alike

@@ -77,8 +77,8 @@ def generate_catalogue(n: int, path: Path, seed: int = 0) -> Path:
 CHILD = r"""
 import json, resource, sys, time
 from collections import defaultdict
-import placedemarche.core.evaluate as ev
-import placedemarche.core.report as rp
+import placedemarche.evaluate.evaluator as ev
+import placedemarche.report.evaluation as rp
 stages, cpu = defaultdict(float), defaultdict(float)
 def timed(module, name, stage):
     real = getattr(module, name)
@@ -98,7 +98,7 @@ timed(ev, "score_clustering", "scores")
 timed(ev, "_tsne", "map (t-SNE)")
 timed(rp, "write_assignments", "assignments.csv")
 timed(rp, "plot_map", "map PNG")
-import placedemarche.core.html_report as hr
+import placedemarche.report.html_evaluation as hr
 timed(hr, "write_evaluation_html", "report.html")
 timed(rp, "write_evaluation_report", "report files (all)")
 from placedemarche.cli.main import cli

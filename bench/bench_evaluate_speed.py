@@ -48,8 +48,8 @@ WHERE = "import placedemarche; print(placedemarche.__file__)"
 WARM = """
 import json, sys
 from placedemarche.cli.options import load_catalog_from_options
-from placedemarche.core.cache import FeatureCache
-from placedemarche.core.features import extract_features, extractor_inputs
+from placedemarche.features.cache import FeatureCache
+from placedemarche.features.extraction import extract_features, extractor_inputs
 from placedemarche.core.plugins import create_plugin
 text, image, data = json.loads(sys.argv[1])
 options = dict(data=data, id_column=None, name_column=None, description_column=None, image_column=None,

@@ -43,7 +43,7 @@ def best_of(rounds: int, contenders: dict) -> dict:
 
 
 def bench_keras(paths, naive_n, spec, rounds):
-    from placedemarche.core.images import load_image
+    from placedemarche.data.images import load_image
     from placedemarche.core.plugins import create_plugin
 
     ext = create_plugin("image", spec).fit(paths[:1])
@@ -67,7 +67,7 @@ def bench_keras(paths, naive_n, spec, rounds):
 def bench_torch(paths, naive_n, spec, rounds):
     import torch
 
-    from placedemarche.core.images import load_image
+    from placedemarche.data.images import load_image
     from placedemarche.core.plugins import create_plugin
 
     ext = create_plugin("image", spec).fit(paths[:1])
@@ -113,8 +113,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    from placedemarche.core.catalog import load_catalog
-    from placedemarche.core.datasets import resolve_data
+    from placedemarche.data.catalog import load_catalog
+    from placedemarche.data.datasets import resolve_data
 
     catalog = load_catalog(resolve_data(args.data)).validated(text=None, image=True)
     paths = catalog.image_paths[:args.images]

@@ -34,10 +34,10 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ["PM_CACHE_DIR"] = tempfile.mkdtemp(prefix="pm-bench-cache-")
-    from placedemarche.core.cache import FeatureCache
-    from placedemarche.core.catalog import load_catalog
-    from placedemarche.core.datasets import resolve_data
-    from placedemarche.core.evaluate import EvaluationConfig, evaluate_combinations
+    from placedemarche.features.cache import FeatureCache
+    from placedemarche.data.catalog import load_catalog
+    from placedemarche.data.datasets import resolve_data
+    from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
     from placedemarche.core.plugins import available_plugins
 
     def usable(kind, names):
@@ -51,7 +51,7 @@ def main() -> None:
     config = EvaluationConfig(seeds=tuple(range(args.seeds)), text_field=args.text_field)
     cache = FeatureCache()
 
-    from placedemarche.core.features import extract_features, extractor_inputs
+    from placedemarche.features.extraction import extract_features, extractor_inputs
     from placedemarche.core.plugins import create_plugin
 
     feature_times = []

@@ -121,7 +121,7 @@ def main() -> None:
                         help="comma-separated subset of: local, ray x1, ray x2 (e.g. 'ray x2' for the RSS run alone)")
     args = parser.parse_args()
 
-    from placedemarche.core.engines import get_engine
+    from placedemarche.features.driver import get_engine
     from placedemarche.core.plugins import create_plugin
 
     photos = args.photos or Path(tempfile.gettempdir()) / "pm-bench-scale-photos"

@@ -39,8 +39,8 @@ def main() -> None:
     parser.add_argument("--no-timing", action="store_true", help="measure the ARI only")
     args = parser.parse_args()
 
-    from placedemarche.core.catalog import load_catalog
-    from placedemarche.core.datasets import resolve_data
+    from placedemarche.data.catalog import load_catalog
+    from placedemarche.data.datasets import resolve_data
 
     catalog = load_catalog(resolve_data(args.data)).validated(text=None, image=True)
     if args.images:
@@ -60,7 +60,7 @@ def main() -> None:
     if args.no_ari:
         return
 
-    from placedemarche.core.evaluate import EvaluationConfig, evaluate_combinations
+    from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
 
     print()
     print("| spec | features (s) | ARI raw | ARI PCA | ARI t-SNE | NMI t-SNE |")

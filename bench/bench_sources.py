@@ -65,7 +65,7 @@ def serve(total: int, latency: float, port_queue) -> None:
 
 
 def main() -> None:
-    from placedemarche.core.collect import collect
+    from placedemarche.data.collect import collect
     from placedemarche.core.plugins import create_plugin
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

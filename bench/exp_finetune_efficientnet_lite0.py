@@ -63,8 +63,8 @@ def main(argv=None) -> int:
     from sklearn.model_selection import StratifiedKFold
     from sklearn.preprocessing import StandardScaler
 
-    from placedemarche.core.catalog import load_catalog
-    from placedemarche.core.images import load_image
+    from placedemarche.data.catalog import load_catalog
+    from placedemarche.data.images import load_image
     from placedemarche.core.plugins import create_plugin
 
     torch.set_num_threads(2)

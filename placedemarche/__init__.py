@@ -1,8 +1,8 @@
 """placedemarche: product categorisation from text and images, with pluggable extractors."""
 
-from .core.base import Classifier, Clusterer, ImageExtractor, Reducer, Source, TextExtractor
-from .core.catalog import Catalog
-from .core.hookspecs import hookimpl
+from placedemarche.core.base import Classifier, Clusterer, ImageExtractor, Reducer, Source, TextExtractor
+from placedemarche.data.catalog import Catalog
+from placedemarche.core.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 

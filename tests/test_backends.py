@@ -1,4 +1,4 @@
-"""Inference backends of the deep extractors (placedemarche.core.inference): onnx / openvino
+"""Inference backends of the deep extractors (placedemarche.features.inference): onnx / openvino
 features against torch's, the export cache (reused, rebuilt when corrupt), the feature cache key,
 and the one-line errors for a missing runtime or an unsupported precision."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from placedemarche.core import inference
-from placedemarche.core.cache import extractor_key
-from placedemarche.core.catalog import load_catalog
+from placedemarche.features import inference
+from placedemarche.features.cache import extractor_key
+from placedemarche.data.catalog import load_catalog
 from placedemarche.core.errors import MissingDependencyError, PlaceDeMarcheError
 from placedemarche.core.plugins import create_plugin
 

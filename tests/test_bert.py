@@ -116,7 +116,7 @@ def test_minilm_clusters_flipkart_on_tsne(flipkart_dir, minilm):
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
-    from placedemarche.core.catalog import load_catalog
+    from placedemarche.data.catalog import load_catalog
 
     catalog = load_catalog(flipkart_dir)
     X = create_plugin("text", "bert").fit_transform(catalog.texts("both"))

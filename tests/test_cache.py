@@ -14,8 +14,8 @@ import pytest
 import scipy.sparse
 
 from placedemarche import TextExtractor
-from placedemarche.core.cache import FeatureCache, extractor_key, fingerprint_images, fingerprint_texts
-from placedemarche.core.features import extract_features
+from placedemarche.features.cache import FeatureCache, extractor_key, fingerprint_images, fingerprint_texts
+from placedemarche.features.extraction import extract_features
 from placedemarche.core.plugins import create_plugin
 
 TEXTS = ["steel analog watch", "cotton baby romper", "steel kitchen pan", "baby cotton towel"]
@@ -61,7 +61,7 @@ def test_dense_roundtrip_damaged_entry_and_clear(tmp_path):
 
 
 def test_key_changes_when_nltk_data_appears_or_disappears(monkeypatch):
-    from placedemarche.core import text as textmod
+    from placedemarche.data import text as textmod
 
     ext = create_plugin("text", "tfidf")
     fp = fingerprint_texts(TEXTS)
@@ -186,7 +186,7 @@ def test_damaged_entry_of_the_previous_version_is_recomputed(tmp_path):
 
 
 def test_a_save_interrupted_before_its_metadata_leaves_no_usable_entry(tmp_path, monkeypatch):
-    from placedemarche.core import cache as cache_module
+    from placedemarche.features import cache as cache_module
     from placedemarche.core.files import atomic_writer as real
 
     cache = FeatureCache(tmp_path)
@@ -299,8 +299,8 @@ def _as_dense(matrix):
 
 @pytest.mark.parametrize("storage", list(EXTRACTORS))
 def test_features_round_trip_through_a_feature_set(tmp_path, storage, monkeypatch):
-    from placedemarche.core import cache_sets
-    from placedemarche.core.store import FeatureSet
+    from placedemarche.features import cache_sets
+    from placedemarche.features.store import FeatureSet
 
     monkeypatch.setattr(cache_sets, "CACHE_SHARD_ROWS", 3)  # 4 rows: two shards
     cache = FeatureCache(tmp_path)
@@ -389,7 +389,7 @@ def test_a_damaged_feature_entry_of_the_npy_format_is_recomputed(tmp_path):
 
 
 def test_an_interrupted_set_save_is_damaged_and_clear_removes_it(tmp_path, monkeypatch):
-    from placedemarche.core.store import FeatureSet
+    from placedemarche.features.store import FeatureSet
 
     cache = FeatureCache(tmp_path)
     extract_features(DenseWords(), TEXTS, cache=cache)
@@ -409,7 +409,7 @@ def test_an_interrupted_set_save_is_damaged_and_clear_removes_it(tmp_path, monke
 
 
 def test_a_feature_set_of_other_rows_is_not_used(tmp_path):
-    from placedemarche.core.cache_sets import feature_set_path, load_feature_set
+    from placedemarche.features.cache_sets import feature_set_path, load_feature_set
 
     cache = FeatureCache(tmp_path)
     first = extract_features(DenseWords(), TEXTS, cache=cache)

@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from placedemarche.core.catalog import Catalog, flipkart_category, load_catalog
+from placedemarche.data.catalog import Catalog, flipkart_category, load_catalog
 from placedemarche.core.errors import CatalogError
 
 
@@ -180,7 +180,7 @@ def test_image_run_without_image_column_is_refused(tmp_path):
 
 
 def test_validating_again_for_the_same_needs_reads_no_image(tiny_catalog, monkeypatch):
-    import placedemarche.core.catalog as catalog_module
+    import placedemarche.data.catalog as catalog_module
 
     checked = []
     real = catalog_module.image_problem

@@ -53,7 +53,7 @@ def flipkart_texts():
 
     if not NLTK_DATA.is_dir() or not (FLIPKART / "flipkart_com-ecommerce_sample_1050.csv").is_file():
         pytest.skip("shared Flipkart sample or NLTK data not found")
-    from placedemarche.core.catalog import load_catalog
+    from placedemarche.data.catalog import load_catalog
 
     return load_catalog(FLIPKART).texts("both")[::5]
 
@@ -84,7 +84,7 @@ def test_vectorisers_give_the_matrices_of_the_reference_tokeniser(flipkart_texts
 
 
 def test_fit_transform_normalises_each_text_once(monkeypatch):
-    from placedemarche.core.text import TextPreprocessor
+    from placedemarche.data.text import TextPreprocessor
 
     seen = []
     many = TextPreprocessor.many
@@ -98,7 +98,7 @@ def test_fit_transform_normalises_each_text_once(monkeypatch):
 def test_fitted_vectoriser_pickles_small_and_transforms_the_same():
     import pickle
 
-    from placedemarche.core.text import clear_caches
+    from placedemarche.data.text import clear_caches
 
     ext = create_plugin("text", "tfidf").fit(TRAIN)
     data = pickle.dumps(ext)

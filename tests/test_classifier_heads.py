@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from conftest import make_catalog
 from placedemarche.cli.main import cli
 from placedemarche.core import plugins
-from placedemarche.core.catalog import load_catalog
-from placedemarche.core.classify import ModelError, TrainConfig, load_model, make_head, save_model, train
-from placedemarche.core.classify.blocks import BlockScaler, fit_head, head_proba
+from placedemarche.data.catalog import load_catalog
+from placedemarche.classify import ModelError, TrainConfig, load_model, make_head, save_model, train
+from placedemarche.classify.blocks import BlockScaler, fit_head, head_proba
 
 BUILT_IN_HEADS = ("logreg", "linear-svm", "svm", "rf", "knn", "mlp", "hist-gb")
 
@@ -215,20 +215,20 @@ def test_model_whose_head_module_cannot_be_imported_is_a_one_line_error(tiny_cat
     assert "pip install vanishing_heads" in message
 
 
-# -- pickles of models saved before core/classify.py became a package -------------------------
+# -- pickles of models saved before the stage packages (placedemarche.core.classify) ----------
 def test_model_pickled_with_the_old_module_paths_loads(tiny_catalog, tmp_path, monkeypatch):
-    """Models saved before the split name ``placedemarche.core.classify.Block`` and
-    ``...BlockScaler`` in their pickle: the package still provides them under that path."""
-    from placedemarche.core import classify
+    """Models saved before the layout change name ``placedemarche.core.classify.Block`` and
+    ``...BlockScaler`` in their pickle: loading maps the old paths onto the new modules."""
+    from placedemarche import classify
 
     catalog = load_catalog(tiny_catalog).validated()
     result = train(catalog, TrainConfig(text="tfidf:min_df=1", folds=0))
     for cls in (classify.Block, classify.BlockScaler):
         monkeypatch.setattr(cls, "__module__", "placedemarche.core.classify")
-    save_model(result.model, tmp_path / "m")
+    save_model(result.model, tmp_path / "m", legacy_pickle=True)
     monkeypatch.undo()
     data = (tmp_path / "m" / "model.joblib").read_bytes()
-    assert b"placedemarche.core.classify.blocks" not in data and b"placedemarche.core.classify" in data
+    assert b"placedemarche.classify.blocks" not in data and b"placedemarche.core.classify" in data
     loaded = load_model(tmp_path / "m")
     assert type(loaded.blocks["text"]) is classify.Block and loaded.blocks["text"].top is None
     np.testing.assert_array_equal(loaded.predict_proba(catalog), result.predict_proba(catalog))

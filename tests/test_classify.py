@@ -16,9 +16,9 @@ from click.testing import CliRunner
 from placedemarche import ImageExtractor, TextExtractor, hookimpl
 from placedemarche.cli.main import cli
 from placedemarche.core import plugins
-from placedemarche.core.cache import FeatureCache
-from placedemarche.core.catalog import load_catalog
-from placedemarche.core.classify import (ModelError, TrainConfig, load_model, predict_catalog, train)
+from placedemarche.features.cache import FeatureCache
+from placedemarche.data.catalog import load_catalog
+from placedemarche.classify import (ModelError, TrainConfig, load_model, predict_catalog, train)
 from placedemarche.core.errors import PlaceDeMarcheError
 
 
@@ -238,7 +238,7 @@ def test_several_extractors_per_modality_mean(tiny_catalog, tmp_path, test_plugi
 
 
 def test_several_extractors_per_modality_concat(tiny_catalog, tmp_path, test_plugins):
-    from placedemarche.core.classify import _hstack
+    from placedemarche.classify import _hstack
 
     catalog = load_catalog(tiny_catalog).validated()
     config = TrainConfig(text=["tfidf:min_df=1", "recording-vocab"], image="mean-colour", folds=2)
@@ -291,8 +291,8 @@ def test_saved_model_predicts_the_same_in_a_new_process(tmp_path):
     here = result.predict_proba(catalog)
     script = textwrap.dedent(f"""
         import json, numpy as np
-        from placedemarche.core.catalog import load_catalog
-        from placedemarche.core.classify import load_model
+        from placedemarche.data.catalog import load_catalog
+        from placedemarche.classify import load_model
         model = load_model({str(model_dir)!r})
         proba = model.predict_proba(load_catalog({str(csv_path)!r}))
         print(json.dumps({{"proba": proba.tolist(), "categories": model.categories}}))
@@ -387,7 +387,7 @@ def test_model_with_one_fusion_head_from_before_several_extractors_still_loads(t
     catalog = load_catalog(tiny_catalog).validated()
     model_dir = tmp_path / "model"
     result = train(catalog, TrainConfig(text="tfidf:min_df=1", image="mean-colour", folds=0), out=model_dir)
-    from placedemarche.core.classify import ModelWarning
+    from placedemarche.classify import ModelWarning
 
     objects = joblib.load(model_dir / "model.joblib")
     objects["fusion_head"] = objects.pop("fusion_heads")["text+image"]  # how the first version saved it
@@ -480,7 +480,7 @@ def test_confusion_png_of_a_classifier_names_predicted_categories_without_wide_m
 def test_confusion_png_of_the_clustering_study_keeps_its_wording(tmp_path, monkeypatch):
     import matplotlib.figure
 
-    from placedemarche.core.report import plot_confusion
+    from placedemarche.report.evaluation import plot_confusion
 
     seen = []
     savefig = matplotlib.figure.Figure.savefig
@@ -517,7 +517,7 @@ def test_result_files_honour_the_umask(tiny_catalog, tmp_path, test_plugins, uma
 def test_a_failed_model_save_leaves_no_temporary_file(saved_model, monkeypatch):
     import joblib
 
-    from placedemarche.core.classify import save_model
+    from placedemarche.classify import save_model
 
     model = load_model(saved_model)
     before = (saved_model / "model.joblib").read_bytes()
@@ -625,7 +625,7 @@ def test_model_objects_checksum_is_recorded_and_a_replaced_file_is_refused_befor
 
 
 def test_model_saved_without_a_checksum_loads_with_a_warning(saved_model, tiny_catalog):
-    from placedemarche.core.classify import ModelWarning
+    from placedemarche.classify import ModelWarning
 
     meta = json.loads((saved_model / "model.json").read_text())
     del meta["sha256"]  # how models were saved before checksums
@@ -636,7 +636,7 @@ def test_model_saved_without_a_checksum_loads_with_a_warning(saved_model, tiny_c
 
 
 def test_predict_help_and_docs_say_a_model_runs_code_when_loaded():
-    from placedemarche.core.classify import load_model as loader
+    from placedemarche.classify import load_model as loader
 
     done = CliRunner().invoke(cli, ["predict", "--help"])
     assert done.exit_code == 0
@@ -681,7 +681,7 @@ def test_model_json_that_does_not_match_the_model_is_a_one_line_error(saved_mode
 def worse_fusion(monkeypatch):
     """Make the fused group's out-of-fold predictions wrong for 2 products of each fold, as a
     weak image block can (0.942 fused vs 0.952 text measured with tfidf + efficientnet-lite0)."""
-    from placedemarche.core.classify import crossval
+    from placedemarche.classify import crossval
 
     fold_proba = crossval._fold_proba
 

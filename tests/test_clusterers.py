@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import placedemarche.core.evaluate as evaluate_module
+import placedemarche.evaluate.evaluator as evaluate_module
 from placedemarche import Clusterer, hookimpl
 from placedemarche.cli.main import cli
 from placedemarche.core import plugins
-from placedemarche.core.catalog import load_catalog
+from placedemarche.data.catalog import load_catalog
 from placedemarche.core.errors import PlaceDeMarcheError
-from placedemarche.core.evaluate import EvaluationConfig, evaluate_combinations
-from placedemarche.core.metrics import contingency, matched_confusion, noise_counts, score_clustering
+from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
+from placedemarche.report.evaluation import write_evaluation_report
+from placedemarche.evaluate.metrics import contingency, matched_confusion, noise_counts, score_clustering
 
 from conftest import make_catalog
 from test_evaluate import mean_colour  # noqa: F401  (fixture)
@@ -214,7 +215,8 @@ def test_noise_is_reported_per_seed_in_json_csv_table_and_plots(catalog, tmp_pat
     out = tmp_path / "out"
     config = EvaluationConfig(seeds=(0, 1), cluster_on=("reduced", "tsne"), n_jobs=1,
                               clusterers=("kmeans", "fifth-noise"), **FAST)
-    report = evaluate_combinations(catalog, text=["tfidf:min_df=1"], config=config, out=out)
+    report = evaluate_combinations(catalog, text=["tfidf:min_df=1"], config=config)
+    write_evaluation_report(report, out)
     noisy = next(r for r in report.runs if r.clusterer == "fifth-noise")
     assert noisy.name == "tfidf:min_df=1 / fifth-noise"
     assert noisy.mean("noise") == pytest.approx(8 / 36)  # rows 0, 5, ..., 35 of 36

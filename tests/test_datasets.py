@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from werkzeug import Response
 
 from placedemarche.cli.main import cli
-from placedemarche.core import datasets
-from placedemarche.core.catalog import load_catalog
-from placedemarche.core.datasets import DatasetError, data_home, dataset_path, download_dataset, resolve_data
+from placedemarche.data import datasets
+from placedemarche.data.catalog import load_catalog
+from placedemarche.data.datasets import DatasetError, data_home, dataset_path, download_dataset, resolve_data
 
 from conftest import free_port
 

@@ -9,7 +9,7 @@ import pickle
 import numpy as np
 import pytest
 
-from placedemarche.core.catalog import load_catalog
+from placedemarche.data.catalog import load_catalog
 from placedemarche.core.errors import ImageReadError, MissingDependencyError, PlaceDeMarcheError
 from placedemarche.core.plugins import create_plugin, get_plugin_class
 
@@ -61,7 +61,7 @@ def test_packaged_imagenet_weights_recognise_flipkart_products(flipkart_dir):
     mugs = [p for p, n in zip(catalog.image_paths, names) if "Ceramic Mug" in n and p][:4]
     assert len(watches) == 6 and len(mugs) == 4
     ext = create_plugin("image", "efficientnet-lite0").fit([])
-    from placedemarche.core.images import load_image
+    from placedemarche.data.images import load_image
 
     batch = np.stack([load_image(p, 224) for p in watches + mugs])
     with torch.inference_mode():

@@ -12,12 +12,13 @@ from click.testing import CliRunner
 from placedemarche import ImageExtractor, hookimpl
 from placedemarche.cli.main import cli
 from placedemarche.core import plugins
-from placedemarche.core.cache import FeatureCache
-from placedemarche.core.catalog import load_catalog
+from placedemarche.features.cache import FeatureCache
+from placedemarche.data.catalog import load_catalog
 from placedemarche.core.errors import PlaceDeMarcheError
-from placedemarche.core.evaluate import EvaluationConfig, evaluate_combinations
-from placedemarche.core.fusion import scale_rows
-from placedemarche.core.metrics import matched_confusion, score_clustering
+from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
+from placedemarche.report.evaluation import write_evaluation_report
+from placedemarche.evaluate.fusion import scale_rows
+from placedemarche.evaluate.metrics import matched_confusion, score_clustering
 
 
 class MeanColour(ImageExtractor):
@@ -51,7 +52,8 @@ def test_text_image_and_fused_runs_are_scored_and_written(tiny_catalog, tmp_path
     catalog = load_catalog(tiny_catalog).validated()
     out = tmp_path / "out"
     report = evaluate_combinations(catalog, text=["tfidf:min_df=1"], image=["mean-colour"],
-                                   config=FAST, cache=FeatureCache(tmp_path / "c"), out=out)
+                                   config=FAST, cache=FeatureCache(tmp_path / "c"))
+    write_evaluation_report(report, out)
     names = [r.name for r in report.runs]
     assert sorted(names) == sorted(["tfidf:min_df=1", "mean-colour", "tfidf:min_df=1 + mean-colour"])
     for run in report.runs:
@@ -148,7 +150,7 @@ def test_cli_evaluate_on_missing_fail_names_rows(tiny_catalog, tmp_path, mean_co
 def test_tsne_embeds_dense_features_directly_and_sparse_ones_reduced(tiny_catalog, mean_colour, monkeypatch):
     from sklearn.preprocessing import normalize
 
-    import placedemarche.core.evaluate as evaluate_module
+    import placedemarche.evaluate.evaluator as evaluate_module
 
     seen = []
     real_tsne = evaluate_module._tsne

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import placedemarche.core.evaluate as evaluate_module
+import placedemarche.evaluate.evaluator as evaluate_module
 from placedemarche.cli.main import cli
-from placedemarche.core.cache import FeatureCache
-from placedemarche.core.catalog import load_catalog
-from placedemarche.core.evaluate import EvaluationConfig, evaluate_combinations
+from placedemarche.features.cache import FeatureCache
+from placedemarche.data.catalog import load_catalog
+from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
+from placedemarche.report.evaluation import write_evaluation_report
 from placedemarche.core.progress import reporting
 
 from test_evaluate import mean_colour  # noqa: F401  (fixture)
@@ -147,7 +148,8 @@ def test_assignments_file_lets_anyone_recompute_the_scores(tiny_catalog, tmp_pat
     catalog = load_catalog(tiny_catalog).validated()
     out = tmp_path / "out"
     config = EvaluationConfig(seeds=(0, 1), **FAST)
-    report = evaluate_combinations(catalog, text=["tfidf:min_df=1"], image=["mean-colour"], config=config, out=out)
+    report = evaluate_combinations(catalog, text=["tfidf:min_df=1"], image=["mean-colour"], config=config)
+    write_evaluation_report(report, out)
     with open(out / "assignments.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(catalog) * len(report.runs) * 3 * 2
@@ -167,7 +169,7 @@ def test_assignments_file_lets_anyone_recompute_the_scores(tiny_catalog, tmp_pat
 
 
 def test_map_title_gives_the_plotted_seeds_own_score_and_the_mean_apart(tiny_catalog):
-    from placedemarche.core.report import map_title
+    from placedemarche.report.evaluation import map_title
 
     catalog = load_catalog(tiny_catalog).validated(image=False)
     report = evaluate_combinations(catalog, text=["tfidf:min_df=1"], config=EvaluationConfig(seeds=(3, 4), **FAST))
@@ -180,7 +182,7 @@ def test_map_title_gives_the_plotted_seeds_own_score_and_the_mean_apart(tiny_cat
 
 def test_image_only_runs_do_not_claim_a_text_field(tiny_catalog, tmp_path, mean_colour):
     from placedemarche.core import plugins
-    from placedemarche.core.report import text_field_label
+    from placedemarche.report.evaluation import text_field_label
 
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["evaluate", "--data", str(tiny_catalog), "--image", "mean-colour",
@@ -198,7 +200,7 @@ def test_image_only_runs_do_not_claim_a_text_field(tiny_catalog, tmp_path, mean_
 def test_category_colours_are_distinct_hues():
     import matplotlib.colors as mcolors
 
-    from placedemarche.core.report import _category_colours
+    from placedemarche.report.evaluation import _category_colours
 
     colours = [np.array(mcolors.to_rgb(c)) for c in _category_colours(20)]
     distances = [np.linalg.norm(a - b) for i, a in enumerate(colours) for b in colours[i + 1:]]
@@ -207,7 +209,7 @@ def test_category_colours_are_distinct_hues():
 
 
 def test_map_legends_sit_outside_the_points(tiny_catalog):
-    from placedemarche.core.report import _pyplot, map_figure
+    from placedemarche.report.evaluation import _pyplot, map_figure
 
     catalog = load_catalog(tiny_catalog).validated(image=False)
     report = evaluate_combinations(catalog, text=["tfidf:min_df=1"], config=EvaluationConfig(seeds=(0,), **FAST))
@@ -220,7 +222,7 @@ def test_map_legends_sit_outside_the_points(tiny_catalog):
 
 
 def test_category_names_are_wrapped_not_cut():
-    from placedemarche.core.report import _wrap
+    from placedemarche.report.evaluation import _wrap
 
     assert _wrap("Beauty and Personal Care") == "Beauty and\nPersonal Care"
     assert _wrap("Home Furnishing") == "Home Furnishing"
@@ -231,7 +233,7 @@ def test_results_table_keeps_long_specs_readable():
     from rich.console import Console
 
     from placedemarche.cli.evaluate_cmd import results_table
-    from placedemarche.core.evaluate import EvaluationReport, RunResult, SpaceResult
+    from placedemarche.evaluate.evaluator import EvaluationReport, RunResult, SpaceResult
 
     spec = "mobilenet:alpha=0.75,weights='/models/keras/mobilenet_0_75.h5' + tfidf:max_df=0.5,ngram_range=(1,2)"
     scores = {m: 0.5 for m in ("ari", "nmi", "homogeneity", "completeness", "silhouette", "matched_accuracy")}

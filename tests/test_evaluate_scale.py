@@ -15,13 +15,15 @@ import pytest
 import scipy.sparse
 from click.testing import CliRunner
 
-import placedemarche.core.scale as scale
+import placedemarche.core.limits as limits
+import placedemarche.evaluate.scale as scale
 from placedemarche.cli.main import cli
 from placedemarche.core import plugins
-from placedemarche.core.catalog import load_catalog
+from placedemarche.data.catalog import load_catalog
 from placedemarche.core.errors import PlaceDeMarcheError
-from placedemarche.core.evaluate import EvaluationConfig, evaluate_combinations
-from placedemarche.core.metrics import score_clustering
+from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
+from placedemarche.report.evaluation import write_evaluation_report
+from placedemarche.evaluate.metrics import score_clustering
 
 from conftest import CATEGORY_WORDS
 
@@ -142,8 +144,9 @@ def test_past_the_threshold_approximations_are_printed_recorded_and_close_to_exa
 
 def test_report_html_embeds_at_most_the_sample(catalogue_csv, tmp_path, low_threshold):
     catalog = load_catalog(catalogue_csv).validated(image=False)
-    report = evaluate_combinations(catalog, text=[TFIDF], out=tmp_path / "out",
+    report = evaluate_combinations(catalog, text=[TFIDF],
                                    config=EvaluationConfig(cluster_on=("reduced",), n_jobs=1, **FAST))
+    write_evaluation_report(report, tmp_path / "out")
     page = (tmp_path / "out" / "report.html").read_text()
     data = json.loads(re.search(r"const DATA = (\{.*?\});</script>", page, re.S).group(1))
     figures = json.loads(re.search(r"const FIGURES = (\{.*?\});\nconst TEMPLATE", page, re.S).group(1))
@@ -160,13 +163,14 @@ def test_sparse_features_are_never_densified_on_the_default_path(catalogue_csv, 
     catalog = load_catalog(catalogue_csv).validated(image=False)
     with pytest.raises(AssertionError, match="densified"):  # the guard works
         scipy.sparse.random(30, 3, format="csr").toarray()
-    report = evaluate_combinations(catalog, text=[TFIDF], out=tmp_path / "out",
+    report = evaluate_combinations(catalog, text=[TFIDF],
                                    config=EvaluationConfig(n_jobs=1, **FAST))  # raw, reduced and tsne
+    write_evaluation_report(report, tmp_path / "out")
     assert report.approximations and report.runs[0].mean("ari", "raw") > 0.3
 
 
 def test_a_sparse_raw_space_too_big_to_densify_is_refused_in_one_line(catalogue_csv, monkeypatch):
-    monkeypatch.setattr(scale, "DENSE_LIMIT_BYTES", 1000)
+    monkeypatch.setattr(limits, "DENSE_LIMIT_BYTES", 1000)
     catalog = load_catalog(catalogue_csv).validated(image=False)
     with pytest.raises(PlaceDeMarcheError, match=r"clusterer gmm takes no sparse input.*--cluster-on reduced") as err:
         evaluate_combinations(catalog, text=[TFIDF], config=EvaluationConfig(

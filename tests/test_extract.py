@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from placedemarche import ImageExtractor, TextExtractor, hookimpl
 from placedemarche.cli.main import cli
 from placedemarche.core import plugins
-from placedemarche.core.catalog import load_catalog
-from placedemarche.core.extract import extract_to_store
+from placedemarche.data.catalog import load_catalog
+from placedemarche.features.driver import extract_to_store
 from placedemarche.core.plugins import create_plugin
-from placedemarche.core.store import FeatureSet, FeatureStore
+from placedemarche.features.store import FeatureSet, FeatureStore
 
 
 class CountingWords(TextExtractor):
@@ -153,7 +153,7 @@ class MeanPixel(ImageExtractor):
     description = "mean RGB of the image, read from any source (test plugin)"
 
     def transform(self, X):
-        from placedemarche.core.images import load_image
+        from placedemarche.data.images import load_image
 
         return np.array([load_image(source, 16).reshape(-1, 3).mean(0) for source in X], dtype=np.float32)
 

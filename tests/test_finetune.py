@@ -10,10 +10,10 @@ import json
 import numpy as np
 import pytest
 
-from placedemarche.core.catalog import load_catalog
-from placedemarche.core.classify import TrainConfig, load_model, train
+from placedemarche.data.catalog import load_catalog
+from placedemarche.classify import TrainConfig, load_model, train
 from placedemarche.core.errors import PlaceDeMarcheError
-from placedemarche.core.finetune import BackboneSplit, FineTuneConfig, train_top
+from placedemarche.classify.finetune import BackboneSplit, FineTuneConfig, train_top
 from placedemarche.core.plugins import create_plugin
 
 pytest.importorskip("tensorflow")
@@ -36,8 +36,8 @@ def test_bottleneck_views_original_first_then_augmented(split, tiny_catalog):
 
 
 def test_augmentation_changes_images_and_fills_with_white(tiny_catalog):
-    from placedemarche.core.finetune import augmentation_layers
-    from placedemarche.core.images import load_image
+    from placedemarche.classify.finetune import augmentation_layers
+    from placedemarche.data.images import load_image
 
     catalog = load_catalog(tiny_catalog)
     images = np.stack([load_image(p, 32) for p in catalog.image_paths[:6]]).astype(np.float32)

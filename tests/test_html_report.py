@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from placedemarche.core import plugins
-from placedemarche.core.catalog import load_catalog
-from placedemarche.core.classify import TrainConfig, train
-from placedemarche.core.evaluate import EvaluationConfig, evaluate_combinations
-from placedemarche.core.html_page import script_json
-from placedemarche.core.html_training import write_training_html
+from placedemarche.data.catalog import load_catalog
+from placedemarche.classify import TrainConfig, train
+from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
+from placedemarche.report.evaluation import write_evaluation_report
+from placedemarche.report.html_page import script_json
+from placedemarche.report.html_training import write_training_html
 
 from conftest import make_catalog
 from test_evaluate import _Plugin  # the mean-colour test image extractor
@@ -53,7 +54,8 @@ def evaluation(tmp_path_factory):
     name = plugins.register_plugin(_Plugin, name="html-report-test-plugin", provider="tests")
     try:
         report = evaluate_combinations(catalog, text=["tfidf:min_df=1"], image=["mean-colour"],
-                                       config=FAST, out=root / "out")
+                                       config=FAST)
+        write_evaluation_report(report, root / "out")
     finally:
         plugins.unregister_plugin(name)
     return report, root / "out", catalog

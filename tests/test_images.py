@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from placedemarche.core.errors import ImageReadError
-from placedemarche.core.images import iter_image_batches, load_image
+from placedemarche.data.images import iter_image_batches, load_image
 
 
 def _write(path, h, w, colour):
@@ -62,7 +62,7 @@ def test_missing_and_empty_files_are_named(tmp_path):
 def test_decoding_runs_at_most_a_few_batches_ahead(tmp_path, monkeypatch):
     import time
 
-    from placedemarche.core import images
+    from placedemarche.data import images
 
     path = _write(tmp_path / "one.png", 8, 8, (0, 0, 0))
     decoded = []
@@ -108,7 +108,7 @@ def warning_png(tmp_path_factory):
 def test_validation_reports_a_decompression_bomb_as_too_large(bomb_png):
     from PIL import Image
 
-    from placedemarche.core.catalog import image_problem
+    from placedemarche.data.catalog import image_problem
 
     limit = 2 * Image.MAX_IMAGE_PIXELS
     assert image_problem(bomb_png) == f"image too large (20000×20000 pixels, limit {limit}): {bomb_png}"
@@ -117,8 +117,8 @@ def test_validation_reports_a_decompression_bomb_as_too_large(bomb_png):
 
 @pytest.mark.filterwarnings("error")  # a DecompressionBombWarning would fail the test
 def test_image_below_pillows_error_limit_is_accepted_without_a_warning(warning_png):
-    from placedemarche.core.catalog import image_problem
-    from placedemarche.core.images import check_pixel_count
+    from placedemarche.data.catalog import image_problem
+    from placedemarche.data.images import check_pixel_count
 
     assert image_problem(warning_png) is None
     check_pixel_count(warning_png)  # the loaders' check lets it through, silently too
@@ -159,7 +159,7 @@ def test_cli_evaluate_drops_a_decompression_bomb_row(tiny_catalog, bomb_png, tmp
     from click.testing import CliRunner
 
     from placedemarche.cli.main import cli
-    from placedemarche.core import evaluate
+    from placedemarche.evaluate import evaluator as evaluate
 
     # the 2-D map's t-SNE is most of the run time and has nothing to do with validation
     monkeypatch.setattr(evaluate, "_tsne", lambda X, seed, perplexity: np.asarray(X)[:, :2])
@@ -182,7 +182,7 @@ def test_cli_evaluate_drops_a_decompression_bomb_row(tiny_catalog, bomb_png, tmp
 def test_open_image_identifies_formats_as_pillow_does(tmp_path, suffix):
     from PIL import Image
 
-    from placedemarche.core.images import open_image
+    from placedemarche.data.images import open_image
 
     path = tmp_path / f"photo{suffix}"
     Image.new("RGB", (30, 20), (10, 200, 30)).save(path)
@@ -193,7 +193,7 @@ def test_open_image_identifies_formats_as_pillow_does(tmp_path, suffix):
 
 # -- images from anywhere: paths, file:// URLs, bytes, http(s) ------------------------------------
 def test_a_url_or_bytes_decode_exactly_like_the_path(tmp_path, httpserver):
-    from placedemarche.core.images import read_image_bytes
+    from placedemarche.data.images import read_image_bytes
 
     path = _write(tmp_path / "photo.png", 12, 30, (10, 120, 200))
     data = path.read_bytes()

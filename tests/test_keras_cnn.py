@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from placedemarche.core.catalog import load_catalog
+from placedemarche.data.catalog import load_catalog
 from placedemarche.core.errors import ImageReadError, MissingDependencyError, PlaceDeMarcheError
 from placedemarche.core.plugins import create_plugin, get_plugin_class
 from placedemarche.plugins.image.keras_cnn import BACKBONES, WeightsUnavailableError
@@ -165,7 +165,7 @@ def _row_cosines(a, b):
 
 def test_openvino_backend_matches_keras_and_reuses_its_export(keras_home, tiny_catalog, monkeypatch, tmp_path):
     pytest.importorskip("openvino")
-    from placedemarche.core import inference
+    from placedemarche.features import inference
 
     monkeypatch.setenv("PM_MODEL_CACHE", str(tmp_path))
     paths = load_catalog(tiny_catalog).image_paths[:3]  # generated shapes, real ImageNet weights
@@ -207,6 +207,6 @@ def test_openvino_backend_with_random_weights_and_its_errors(monkeypatch, four_i
 
 
 def _decoded(paths, size):
-    from placedemarche.core.images import iter_image_batches
+    from placedemarche.data.images import iter_image_batches
 
     return np.concatenate(list(iter_image_batches(paths, size, 8, 1)))

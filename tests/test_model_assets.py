@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from placedemarche.core import model_assets
+from placedemarche.features import model_assets
 from placedemarche.core.errors import ModelAssetError
 from placedemarche.core.files import default_dir_mode
-from placedemarche.core.model_assets import MARKER, SplitZipModel, extracted_model_dir, installed_parts
+from placedemarche.features.model_assets import MARKER, SplitZipModel, extracted_model_dir, installed_parts
 
 FAKE = SplitZipModel("fake-model", ("fake-part-001", "fake-part-002", "fake-part-003"))
 FILES = {

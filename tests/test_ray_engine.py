@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from placedemarche import ImageExtractor
-from placedemarche.core.catalog import load_catalog
-from placedemarche.core.engines import get_engine
+from placedemarche.data.catalog import load_catalog
+from placedemarche.features.driver import get_engine
 from placedemarche.core.errors import MissingDependencyError, PlaceDeMarcheError
 from placedemarche.core.plugins import create_plugin
 
@@ -152,7 +152,7 @@ def test_cli_extract_on_ray_writes_the_local_engine_s_store(local_ray, tiny_cata
     from click.testing import CliRunner
 
     from placedemarche.cli.main import cli
-    from placedemarche.core.store import FeatureStore
+    from placedemarche.features.store import FeatureStore
 
     stores = {}
     for engine in ("local", "ray"):
@@ -169,7 +169,7 @@ def test_cli_extract_on_ray_writes_the_local_engine_s_store(local_ray, tiny_cata
 
 # -- dead workers ----------------------------------------------------------------------------------
 def test_a_worker_killed_mid_run_is_restarted_and_every_row_comes_back_once(local_ray, catalog, tmp_path):
-    from placedemarche.core.ray_engine import RayEngine
+    from placedemarche.features.ray_engine import RayEngine
 
     paths = [str(p) for p in catalog.image_paths]
     marker = tmp_path / "crashed"

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse
 
 from placedemarche import Reducer, hookimpl
-from placedemarche.core.fusion import reduce_features
+from placedemarche.evaluate.fusion import reduce_features
 from placedemarche.core import plugins
 
 SEEN: list = []  # what the spy reducers were given

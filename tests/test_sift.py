@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from placedemarche.core.catalog import load_catalog
+from placedemarche.data.catalog import load_catalog
 from placedemarche.core.errors import CatalogError, ImageReadError, PluginConfigError
 from placedemarche.core.plugins import available_plugins, create_plugin
 from placedemarche.core.progress import reporting

@@ -20,10 +20,10 @@ from werkzeug import Response
 
 from placedemarche import Source
 from placedemarche.cli.main import cli
-from placedemarche.core import http
+from placedemarche.data import http
 from placedemarche.core.base import SourcePage
-from placedemarche.core.catalog import load_catalog
-from placedemarche.core.collect import collect, state_path
+from placedemarche.data.catalog import load_catalog
+from placedemarche.data.collect import collect, state_path
 from placedemarche.core.errors import SourceError
 from placedemarche.core.plugins import create_plugin
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from placedemarche.core.catalog import load_catalog
-from placedemarche.core.extract import extract_to_store
-from placedemarche.core.store import FeatureSet, FeatureStore, StoreError, decode_shard, encode_shard
+from placedemarche.data.catalog import load_catalog
+from placedemarche.features.driver import extract_to_store
+from placedemarche.features.store import FeatureSet, FeatureStore, StoreError, decode_shard, encode_shard
 
 
 def _empty_set(tmp_path, name="s") -> FeatureSet:
@@ -176,8 +176,8 @@ def test_pm_extract_hands_threads_and_runtime_env_to_the_ray_engine(tiny_catalog
     from click.testing import CliRunner
 
     from placedemarche.cli.main import cli
-    from placedemarche.core import ray_engine
-    from placedemarche.core.engines import LocalEngine
+    from placedemarche.features import ray_engine
+    from placedemarche.features.engines import LocalEngine
 
     made = []
 

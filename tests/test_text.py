@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from placedemarche.core import text as textmod
+from placedemarche.data import text as textmod
 
 
 @pytest.fixture
@@ -137,7 +137,7 @@ def flipkart_sample():
 
     if not NLTK_DATA.is_dir() or not (FLIPKART / "flipkart_com-ecommerce_sample_1050.csv").is_file():
         pytest.skip("shared Flipkart sample or NLTK data not found")
-    from placedemarche.core.catalog import load_catalog
+    from placedemarche.data.catalog import load_catalog
 
     texts = load_catalog(FLIPKART).texts("both")[::4]
     return texts, [reference_word_tokens(t) for t in texts]

@@ -115,7 +115,7 @@ def test_flipkart_vectors_cluster_by_category(flipkart_dir):
     from sklearn.metrics import adjusted_rand_score
     from sklearn.preprocessing import normalize
 
-    from placedemarche.core.catalog import load_catalog
+    from placedemarche.data.catalog import load_catalog
 
     catalog = load_catalog(flipkart_dir)
     # fewer epochs and dimensions than the defaults keep this under ~15 s on 2 cores

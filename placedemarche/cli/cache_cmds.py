@@ -22,8 +22,8 @@ def cache_info():
     t-SNE maps, cluster labels and matrices cached by older versions are .npy/.npz files.
     Every checksum is verified.
     """
-    from ..core.cache import FeatureCache
-    from .render import console
+    from placedemarche.features.cache import FeatureCache
+    from placedemarche.cli.render import console
 
     info = FeatureCache().info(verify=True)
     line = f"{info.path}: {_contents(info)}, {info.bytes / 1e6:.1f} MB"
@@ -39,8 +39,8 @@ def cache_info():
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def cache_clear(yes):
     """Delete every cached feature set and array (they are recomputed when needed)."""
-    from ..core.cache import FeatureCache
-    from .render import console
+    from placedemarche.features.cache import FeatureCache
+    from placedemarche.cli.render import console
 
     store = FeatureCache()
     info = store.info()

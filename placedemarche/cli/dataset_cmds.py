@@ -26,8 +26,8 @@ def download(name, url, force, data_home):
 
     An interrupted download is resumed by running the same command again.
     """
-    from ..core.datasets import dataset_path, download_dataset
-    from .render import console, err_console, progress_bars
+    from placedemarche.data.datasets import dataset_path, download_dataset
+    from placedemarche.cli.render import console, err_console, progress_bars
 
     present = None if force else dataset_path(name, data_home)
     if present is not None:
@@ -49,8 +49,8 @@ def list_datasets(data_home):
     """List known datasets, whether each is in the data home, and where."""
     from rich.table import Table
 
-    from ..core.datasets import DATASETS, data_home as default_home, dataset_path
-    from .render import console
+    from placedemarche.data.datasets import DATASETS, data_home as default_home, dataset_path
+    from placedemarche.cli.render import console
 
     table = Table(title=f"Datasets (data home: {data_home or default_home()})")
     for column in ("name", "description", "present", "path"):
@@ -67,7 +67,7 @@ def list_datasets(data_home):
 @_data_home_option
 def path(name, data_home):
     """Print the directory of dataset NAME in the data home (fails if it is not downloaded)."""
-    from ..core.datasets import DatasetError, data_home as default_home, dataset_path
+    from placedemarche.data.datasets import DatasetError, data_home as default_home, dataset_path
 
     found = dataset_path(name, data_home)
     if found is None:

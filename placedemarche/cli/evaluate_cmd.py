@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import catalog_options, extractor_options, features_option, load_catalog_from_options
+from placedemarche.cli.options import catalog_options, extractor_options, features_option, load_catalog_from_options
 
 
 @click.command("evaluate")
@@ -59,13 +59,14 @@ def evaluate(text, image, text_field, reducer, cluster_on, clusterer, clusters, 
     Example:
       pm evaluate --text tfidf --text bow --image sift
     """
-    from ..core.cache import FeatureCache
-    from ..core.errors import PlaceDeMarcheError
-    from ..core.evaluate import EvaluationConfig, evaluate_combinations
-    from ..core.features import features_from
-    from ..core.plugins import check_specs
-    from .options import align_with_store, print_catalog_notes, store_specs
-    from .render import console, progress_bars
+    from placedemarche.features.cache import FeatureCache
+    from placedemarche.core.errors import PlaceDeMarcheError
+    from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
+    from placedemarche.report.evaluation import write_evaluation_report
+    from placedemarche.features.extraction import features_from
+    from placedemarche.core.plugins import check_specs
+    from placedemarche.cli.options import align_with_store, print_catalog_notes, store_specs
+    from placedemarche.cli.render import console, progress_bars
 
     if features_store:
         text, image = store_specs(features_store, text, image, text_field)
@@ -91,7 +92,8 @@ def evaluate(text, image, text_field, reducer, cluster_on, clusterer, clusters, 
     cache = None if no_cache else FeatureCache()
     with progress_bars(not no_progress), features_from(source):
         report = evaluate_combinations(catalog, text, image, config=config, cache=cache,
-                                       fuse=not no_fuse, out=out_dir)
+                                       fuse=not no_fuse)
+        write_evaluation_report(report, out_dir)
     console.print(results_table(report))
     for what, how in report.approximations.items():  # one line each: what is not exact
         console.print(f"Approximated {what}: {how}", highlight=False, markup=False, soft_wrap=True)

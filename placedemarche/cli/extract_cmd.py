@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import catalog_options, extractor_options
+from placedemarche.cli.options import catalog_options, extractor_options
 
 
 def _runtime_env(ctx, param, value: str | None) -> dict | None:
@@ -71,14 +71,14 @@ def extract(text, image, text_field, out, engine, address, batch_size, shard_row
     """
     from rich.markup import escape
 
-    from ..core.catalog import COLUMN_CANDIDATES
-    from ..core.engines import get_engine
-    from ..core.errors import CatalogError, PlaceDeMarcheError
-    from ..core.extract import extract_to_store
-    from ..core.plugins import check_specs
-    from ..core.store import FeatureStore
-    from .options import load_unvalidated_catalog, print_catalog_notes
-    from .render import console, err_console, progress_bars
+    from placedemarche.data.catalog import COLUMN_CANDIDATES
+    from placedemarche.features.driver import get_engine
+    from placedemarche.core.errors import CatalogError, PlaceDeMarcheError
+    from placedemarche.features.driver import extract_to_store
+    from placedemarche.core.plugins import check_specs
+    from placedemarche.features.store import FeatureStore
+    from placedemarche.cli.options import load_unvalidated_catalog, print_catalog_notes
+    from placedemarche.cli.render import console, err_console, progress_bars
 
     if not text and not image:
         raise PlaceDeMarcheError("nothing to extract: give --text and/or --image (see pm list-extractors)")

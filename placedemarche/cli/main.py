@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..core.errors import PlaceDeMarcheError
+from placedemarche.core.errors import PlaceDeMarcheError
 
 
 class PmGroup(click.Group):
@@ -18,13 +18,13 @@ class PmGroup(click.Group):
         except PlaceDeMarcheError as exc:
             from rich.markup import escape
 
-            from .render import err_console
+            from placedemarche.cli.render import err_console
 
             # Messages hold install hints such as placedemarche[torch]: not rich markup.
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            from .render import err_console
+            from placedemarche.cli.render import err_console
 
             err_console.print("[bold red]interrupted[/]")
             sys.exit(130)
@@ -36,7 +36,7 @@ class PmGroup(click.Group):
 @click.version_option(package_name="placedemarche")
 def cli(verbose):
     """placedemarche: do products group by category on their text and images?"""
-    from .render import quiet_libraries, show_warnings_as_lines
+    from placedemarche.cli.render import quiet_libraries, show_warnings_as_lines
 
     # Before any command runs, so before anything can import TensorFlow.
     quiet_libraries(verbose)
@@ -44,13 +44,13 @@ def cli(verbose):
 
 
 # Each command lives in its own module; importing them stays cheap (heavy imports are inside).
-from .cache_cmds import cache  # noqa: E402
-from .dataset_cmds import dataset  # noqa: E402
-from .evaluate_cmd import evaluate  # noqa: E402
-from .extract_cmd import extract  # noqa: E402
-from .plugin_cmds import list_extractors, list_plugins, list_reducers, plugins  # noqa: E402
-from .source_cmds import source  # noqa: E402
-from .train_cmds import predict, train  # noqa: E402
+from placedemarche.cli.cache_cmds import cache  # noqa: E402
+from placedemarche.cli.dataset_cmds import dataset  # noqa: E402
+from placedemarche.cli.evaluate_cmd import evaluate  # noqa: E402
+from placedemarche.cli.extract_cmd import extract  # noqa: E402
+from placedemarche.cli.plugin_cmds import list_extractors, list_plugins, list_reducers, plugins  # noqa: E402
+from placedemarche.cli.source_cmds import source  # noqa: E402
+from placedemarche.cli.train_cmds import predict, train  # noqa: E402
 
 for _command in (list_plugins, list_extractors, list_reducers, plugins, extract, evaluate, cache, dataset, source, train, predict):
     cli.add_command(_command)

@@ -48,8 +48,8 @@ def extractor_options(func):
 def load_unvalidated_catalog(kwargs: dict, *, labels: bool, keep_urls: bool = False):
     """Load the catalogue named by :func:`catalog_options` values (``--on-missing`` is left in
     ``kwargs``): nothing dropped yet; image URLs kept as they are with ``keep_urls``."""
-    from ..core.catalog import load_catalog
-    from ..core.datasets import resolve_data
+    from placedemarche.data.catalog import load_catalog
+    from placedemarche.data.datasets import resolve_data
 
     return load_catalog(
         resolve_data(kwargs.pop("data")),
@@ -71,8 +71,8 @@ def print_catalog_notes(catalog, text_field, image: bool) -> None:
     """Say which columns feed the features, warn about a missing text column, list drops."""
     from rich.markup import escape
 
-    from ..core.catalog import summarise_problems
-    from .render import err_console
+    from placedemarche.data.catalog import summarise_problems
+    from placedemarche.cli.render import err_console
 
     used = []
     if text_field:
@@ -105,7 +105,7 @@ def store_specs(store_path: str, text: tuple, image: tuple, text_field: str) -> 
     (text sets extracted from ``text_field``)."""
     if text or image:
         return text, image
-    from ..core.store import FeatureStore, StoreError
+    from placedemarche.features.store import FeatureStore, StoreError
 
     store = FeatureStore(store_path)
     complete = [s for s in store.sets() if s.complete]
@@ -121,11 +121,11 @@ def store_specs(store_path: str, text: tuple, image: tuple, text_field: str) -> 
 
 def align_with_store(store_path: str, catalog, text, image, text_field: str):
     """``(catalog, source)``: the catalogue restricted to the products with features in the
-    store, and the features (see core.features.store_features); says what was dropped."""
+    store, and the features (see features.extraction.store_features); says what was dropped."""
     from rich.markup import escape
 
-    from ..core.features import store_features
-    from .render import err_console
+    from placedemarche.features.extraction import store_features
+    from placedemarche.cli.render import err_console
 
     catalog, source = store_features(store_path, catalog, text, image, text_field)
     for (kind, spec), found in source.sets.items():

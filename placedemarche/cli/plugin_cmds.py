@@ -9,7 +9,7 @@ import click
 
 
 def _plugin_rows(kinds: tuple[str, ...]) -> list[dict]:
-    from ..core.plugins import available_plugins
+    from placedemarche.core.plugins import available_plugins
 
     rows = []
     for kind in kinds:
@@ -32,7 +32,7 @@ def _render_plugins(rows: list[dict], title: str) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from .render import console
+    from placedemarche.cli.render import console
 
     table = Table(title=title)
     for column in ("name", "modality" if rows and rows[0]["kind"] != "reducer" else "kind",
@@ -49,7 +49,7 @@ def _render_plugins(rows: list[dict], title: str) -> None:
 
 
 def _kind_title(kind: str) -> str:
-    from ..core.plugins import KINDS
+    from placedemarche.core.plugins import KINDS
 
     return KINDS[kind][1].capitalize() + "s"  # "Text extractors", "Classifier heads"
 
@@ -59,7 +59,7 @@ def _render_by_kind(rows: list[dict], kinds: tuple[str, ...]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from .render import console
+    from placedemarche.cli.render import console
 
     for kind in kinds:
         of_kind = [row for row in rows if row["kind"] == kind]
@@ -78,8 +78,8 @@ def _render_by_kind(rows: list[dict], kinds: tuple[str, ...]) -> None:
 def _print_failure_hint() -> None:
     from rich.markup import escape
 
-    from ..core.plugins import plugin_failures
-    from .render import err_console
+    from placedemarche.core.plugins import plugin_failures
+    from placedemarche.cli.render import err_console
 
     failures = plugin_failures()
     if failures:
@@ -90,8 +90,8 @@ def _print_failure_hint() -> None:
 
 def _parse_kind(kind: str) -> str:
     """The kind named on the command line; plurals are accepted (`pm list reducers`)."""
-    from ..core.errors import UnknownPluginError
-    from ..core.plugins import KINDS
+    from placedemarche.core.errors import UnknownPluginError
+    from placedemarche.core.plugins import KINDS
 
     for candidate in (kind, kind[:-1] if kind.endswith("s") else kind):
         if candidate in KINDS:
@@ -105,7 +105,7 @@ def _parse_kind(kind: str) -> str:
 def list_plugins(kind, as_json):
     """List the plugins of every kind, or of one KIND (text, image, reducer, source, clusterer,
     classifier), with their provider and what to install for unavailable ones."""
-    from ..core.plugins import KINDS
+    from placedemarche.core.plugins import KINDS
 
     kinds = (_parse_kind(kind),) if kind else tuple(KINDS)
     rows = _plugin_rows(kinds)
@@ -143,7 +143,7 @@ def list_reducers(as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def plugins(as_json):
     """List loaded plugin modules, the hooks they implement, and plugins that failed to load."""
-    from ..core.plugins import loaded_plugins, plugin_failures
+    from placedemarche.core.plugins import loaded_plugins, plugin_failures
 
     loaded = loaded_plugins()
     failures = plugin_failures()
@@ -155,7 +155,7 @@ def plugins(as_json):
     from rich.table import Table
     from rich.text import Text
 
-    from .render import console
+    from placedemarche.cli.render import console
 
     table = Table(title="Plugins")
     for column in ("plugin", "provider", "hooks"):

@@ -15,8 +15,8 @@ def list_sources():
     """List the available sources."""
     from rich.table import Table
 
-    from ..core.plugins import available_plugins
-    from .render import console
+    from placedemarche.core.plugins import available_plugins
+    from placedemarche.cli.render import console
 
     table = Table(title="Sources")
     for column in ("name", "description", "options (--option KEY=VALUE)", "provider"):
@@ -57,9 +57,9 @@ def run(name, query, limit, out, fields, fmt, images_dir, image_workers, resume,
     """
     from rich.markup import escape
 
-    from ..core.collect import collect
-    from ..core.plugins import create_plugin, parse_plugin_spec
-    from .render import console, err_console, progress_bars
+    from placedemarche.data.collect import collect
+    from placedemarche.core.plugins import create_plugin, parse_plugin_spec
+    from placedemarche.cli.render import console, err_console, progress_bars
 
     params = parse_plugin_spec("x:" + ",".join(options))[1] if options else {}
     if base_url:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import catalog_options, extractor_options, features_option
+from placedemarche.cli.options import catalog_options, extractor_options, features_option
 
 
 @click.command("train")
@@ -70,16 +70,17 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
       pm train --text tfidf --classifier 'logreg:C=0.5' --out models/text
       pm train --image 'mobilenet:alpha=0.75' --finetune --out models/images
     """
-    from ..core.cache import FeatureCache
-    from ..core.classify import TrainConfig, train as train_model
-    from ..core.finetune import FineTuneConfig
-    from ..core.plugins import check_specs
+    from placedemarche.features.cache import FeatureCache
+    from placedemarche.classify import TrainConfig, train as train_model
+    from placedemarche.report.training import write_training_report
+    from placedemarche.classify.finetune import FineTuneConfig
+    from placedemarche.core.plugins import check_specs
     from rich.markup import escape
 
-    from ..core.errors import PlaceDeMarcheError
-    from ..core.features import features_from
-    from .options import load_catalog_from_options, print_catalog_notes, store_specs
-    from .render import console, err_console, progress_bars
+    from placedemarche.core.errors import PlaceDeMarcheError
+    from placedemarche.features.extraction import features_from
+    from placedemarche.cli.options import load_catalog_from_options, print_catalog_notes, store_specs
+    from placedemarche.cli.render import console, err_console, progress_bars
 
     if features_store:
         if finetune:
@@ -106,6 +107,7 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     out_dir = Path(out) if out else Path("pm-results") / time.strftime("model-%Y%m%d-%H%M%S")
     with progress_bars(not no_progress), features_from(source):
         result = train_model(catalog, config, cache=None if no_cache else FeatureCache(), out=out_dir)
+        write_training_report(result, out_dir)
     if result.folds:
         console.print(folds_table(result))
     summary = result.summary
@@ -126,9 +128,9 @@ def _store_features(store_path, catalog, text, image, text_field):
     on every product would leak the test folds' vocabulary into training)."""
     from rich.markup import escape
 
-    from ..core.plugins import create_plugin
-    from .options import align_with_store
-    from .render import err_console
+    from placedemarche.core.plugins import create_plugin
+    from placedemarche.cli.options import align_with_store
+    from placedemarche.cli.render import err_console
 
     frozen = {"text": [], "image": []}
     for kind, specs in (("text", text), ("image", image)):
@@ -201,10 +203,10 @@ def predict(model_dir, data, out, top_k, id_column, name_column, description_col
     """
     from rich.markup import escape
 
-    from ..core.cache import FeatureCache
-    from ..core.catalog import load_catalog
-    from ..core.classify import load_model, predict_catalog
-    from .render import console, err_console, progress_bars
+    from placedemarche.features.cache import FeatureCache
+    from placedemarche.data.catalog import load_catalog
+    from placedemarche.classify import load_model, predict_catalog
+    from placedemarche.cli.render import console, err_console, progress_bars
 
     model = load_model(model_dir)
     model.resolve_group(group)  # an unknown --group fails before the catalogue is read

@@ -1,1 +1,1 @@
-"""The placedemarche core: plugin contract, catalogue, cache, evaluator, classifier."""
+"""The plugin contract: hook specs, base classes, plugin manager, errors, progress, atomic files."""

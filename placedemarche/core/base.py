@@ -13,10 +13,11 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
+import weakref
 from importlib import metadata
 from typing import Any, ClassVar, Iterator
 
-from .errors import MissingDependencyError, PluginConfigError
+from placedemarche.core.errors import MissingDependencyError, PluginConfigError
 
 
 #: Import names whose PyPI distribution is named differently. Consulted after the
@@ -48,6 +49,24 @@ def pip_name(module: str) -> str:
     if installed:
         return installed[0]
     return KNOWN_DISTRIBUTIONS.get(top, top)
+
+
+#: The distribution that registered each plugin class, recorded by the plugin manager when it
+#: collects a hook's registrations (the manager sits above this module, so it fills this in).
+_PROVIDED_BY: "weakref.WeakKeyDictionary[type, str]" = weakref.WeakKeyDictionary()
+
+
+def record_provider(cls: type, distribution: str | None) -> None:
+    """Remember which distribution registered ``cls``: its extras install the plugin's needs."""
+    if distribution:
+        _PROVIDED_BY[cls] = distribution
+
+
+def provided_by(cls: type) -> str | None:
+    """The distribution that registered ``cls`` (``placedemarche`` for a built-in used directly)."""
+    if cls in _PROVIDED_BY:
+        return _PROVIDED_BY[cls]
+    return "placedemarche" if cls.__module__.split(".")[0] == "placedemarche" else None
 
 
 class PluginBase:
@@ -96,10 +115,7 @@ class PluginBase:
         """The pip command that installs what is missing: the providing package's extra
         (``pip install "theirpackage[gpu]"``), else the distributions of the missing modules."""
         if cls.extra:
-            # Lazy import: the plugin manager imports this module.
-            from .plugins import providing_distribution
-
-            distribution = providing_distribution(cls)
+            distribution = provided_by(cls)
             if distribution:
                 return f'pip install "{distribution}[{cls.extra}]"'
         return "pip install " + " ".join(dict.fromkeys(pip_name(m) for m in cls.missing_dependencies()))
@@ -300,7 +316,7 @@ class Source(PluginBase):
     - ``retries()`` and ``waited()`` report the HTTP retries and the seconds spent waiting
       (rate limit, backoff) for the run's summary.
 
-    The core (:func:`placedemarche.core.collect.collect`) does the writing, the limit, the
+    The core (:func:`placedemarche.data.collect.collect`) does the writing, the limit, the
     resume, image downloads and progress.
 
     Usage::

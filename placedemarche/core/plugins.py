@@ -19,9 +19,9 @@ from typing import Any, Iterable, Mapping
 
 import pluggy
 
-from . import hookspecs
-from .base import PluginBase
-from .errors import PlaceDeMarcheError, PluginConfigError, UnknownPluginError
+from placedemarche.core import hookspecs
+from placedemarche.core.base import PluginBase, provided_by, record_provider
+from placedemarche.core.errors import PlaceDeMarcheError, PluginConfigError, UnknownPluginError
 
 ENTRY_POINT_GROUP = "placedemarche"
 
@@ -197,6 +197,7 @@ def _collect(kind: str) -> None:
                     f"{human} '{cls.name}' is already provided by {owner.provider}; ignored"))
                 continue
             registry[cls.name] = RegisteredPlugin(cls, provider, _state.distributions.get(impl.plugin_name))
+            record_provider(cls, _state.distributions.get(impl.plugin_name))
             for alias in cls.aliases:
                 # Lookups try aliases first: an alias equal to another plugin's name would
                 # hijack it, so names and earlier aliases win.

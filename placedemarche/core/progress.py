@@ -72,7 +72,7 @@ def batched(items: Sequence[T], size: int, description: str) -> Iterator[Sequenc
     """Yield ``items`` in slices of ``size``, advancing a progress task by each slice's length
     once the caller has processed it (the bar counts finished items, not started ones)."""
     if int(size) < 1:
-        from .errors import PlaceDeMarcheError
+        from placedemarche.core.errors import PlaceDeMarcheError
 
         raise PlaceDeMarcheError(f"{description.split(':')[0]}: batch size must be at least 1, got {size}")
     size = int(size)

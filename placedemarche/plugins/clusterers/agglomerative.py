@@ -34,7 +34,7 @@ class AgglomerativeClusterer(Clusterer):
     def fit_predict(self, X, y=None):
         from sklearn.cluster import AgglomerativeClustering
 
-        from placedemarche.core.scale import refuse_above
+        from placedemarche.core.limits import refuse_above
 
         refuse_above(self.name, X.shape[0], self.max_rows, "memory grows with the square of the rows")
 

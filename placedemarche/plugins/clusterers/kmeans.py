@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from placedemarche import Clusterer, hookimpl
 from placedemarche.core.errors import PluginConfigError
-from placedemarche.core.scale import APPROXIMATE_ABOVE
+from placedemarche.core.limits import APPROXIMATE_ABOVE
 
 #: What the ``large`` parameter may be.
 LARGE = ("sample-init", "minibatch", "exact")
@@ -34,7 +34,7 @@ class KMeansClusterer(Clusterer):
         n_init: restarts from different centroids; the best inertia is kept.
         random_state: seed of the centroid initialisation.
         minibatch_above: row count past which mini-batch k-means is used (the evaluator's
-            threshold, :data:`placedemarche.core.scale.APPROXIMATE_ABOVE`, by default).
+            threshold, :data:`placedemarche.core.limits.APPROXIMATE_ABOVE`, by default).
         large: what runs past ``minibatch_above`` rows: sample-init, minibatch or exact.
         sample_rows: rows of the sample the restarts of ``sample-init`` run on.
         batch_size: mini-batch size of mini-batch k-means.

@@ -41,7 +41,7 @@ class SpectralClusterer(Clusterer):
     def fit_predict(self, X, y=None):
         from sklearn.cluster import SpectralClustering
 
-        from placedemarche.core.scale import refuse_above
+        from placedemarche.core.limits import refuse_above
 
         refuse_above(self.name, X.shape[0], self.max_rows, "its neighbour search compares every pair of rows")
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from placedemarche import ImageExtractor, hookimpl
 from placedemarche.core.errors import PlaceDeMarcheError
-from placedemarche.core.inference import default_threads
+from placedemarche.features.inference import default_threads
 from placedemarche.core.progress import task
 
 NORMALISATIONS = ("tf", "imagenet")
@@ -118,7 +118,7 @@ class EfficientNetLite0Extractor(ImageExtractor):
     def runtime_backend(self) -> str:
         """The backend ``transform`` runs (``auto`` resolved); raises a one-line error naming the
         extra to install when its runtime is missing."""
-        from placedemarche.core.inference import check_precision, resolve_backend
+        from placedemarche.features.inference import check_precision, resolve_backend
 
         self.require()
         if self.normalisation not in NORMALISATIONS:  # checked here too: an exported model loads no network
@@ -130,7 +130,7 @@ class EfficientNetLite0Extractor(ImageExtractor):
 
     def runtime_params(self) -> dict:
         """What the feature cache adds to ``get_params()``: the backend ``auto`` resolves to."""
-        from placedemarche.core.inference import runtime_params
+        from placedemarche.features.inference import runtime_params
 
         return runtime_params(self.runtime_backend(), self.precision)
 
@@ -153,14 +153,14 @@ class EfficientNetLite0Extractor(ImageExtractor):
         """The onnxruntime / OpenVINO model, exported (and for int8 quantised) once into the model cache."""
         if getattr(self, "session_", None) is not None:
             return self.session_
-        from placedemarche.core import inference
+        from placedemarche.features import inference
 
         backend = self.runtime_backend()
         spec = {"model_name": self.name, "weights": self._weights_identity(), "input_size": int(self.input_size),
                 "backend": backend, "precision": self.precision}
         sample = []
         if self.precision == "int8":
-            from placedemarche.core.cache import fingerprint_images
+            from placedemarche.features.cache import fingerprint_images
 
             paths = list(calibration_paths or [])
             if not paths:
@@ -176,7 +176,7 @@ class EfficientNetLite0Extractor(ImageExtractor):
             model = inference.export_onnx(_pooled_features_module(self._network()).eval(), (example,), ["pixels"],
                                           ["features"], {"pixels": {0: "batch"}, "features": {0: "batch"}})
             if self.precision == "int8":
-                from placedemarche.core.images import iter_image_batches
+                from placedemarche.data.images import iter_image_batches
 
                 feeds = [{"pixels": np.ascontiguousarray(self._normalise(b).transpose(0, 3, 1, 2))}
                          for b in iter_image_batches(sample, self.input_size, 8, self.workers)]
@@ -215,7 +215,7 @@ class EfficientNetLite0Extractor(ImageExtractor):
         return (x / 255.0 - np.float32([0.485, 0.456, 0.406])) / np.float32([0.229, 0.224, 0.225])
 
     def transform(self, X):
-        from placedemarche.core.images import iter_image_batches
+        from placedemarche.data.images import iter_image_batches
 
         paths = list(X)
         if self.runtime_backend() != "torch":
@@ -231,7 +231,7 @@ class EfficientNetLite0Extractor(ImageExtractor):
             return out
         import torch
 
-        from placedemarche.core.inference import torch_threads
+        from placedemarche.features.inference import torch_threads
 
         features = self._pooled_features()
         memory_format = torch.channels_last if self.fold else torch.contiguous_format

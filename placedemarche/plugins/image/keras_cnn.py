@@ -9,7 +9,7 @@ path of a local ``.h5`` file, or None (random initialisation, for tests only).
 ``backend="openvino"`` runs the same network with OpenVINO instead of TensorFlow: the Keras
 model is converted once by ``openvino.convert_model`` (fp32, same function: per-row cosine to
 Keras >= 0.9999) and kept in the model cache like the torch extractors' exports (see
-``placedemarche.core.inference``); with ``weights=None`` the random network is converted in
+``placedemarche.features.inference``); with ``weights=None`` the random network is converted in
 memory each time, never cached.
 """
 
@@ -147,7 +147,7 @@ class KerasBackbone(ImageExtractor):
     # -- extraction ----------------------------------------------------------------------
     def runtime_backend(self) -> str:
         """The backend ``transform`` runs; a one-line error names the extra when it is missing."""
-        from placedemarche.core.inference import module_available
+        from placedemarche.features.inference import module_available
 
         if self.backend not in BACKENDS:
             raise PlaceDeMarcheError(f"{self.name}: unknown backend '{self.backend}': use {' or '.join(BACKENDS)}")
@@ -159,7 +159,7 @@ class KerasBackbone(ImageExtractor):
 
     def runtime_params(self) -> dict:
         """What the feature cache adds to ``get_params()``: for OpenVINO, how the model was converted."""
-        from placedemarche.core.inference import runtime_params
+        from placedemarche.features.inference import runtime_params
 
         return runtime_params(self.runtime_backend(), "fp32", source="keras")
 
@@ -184,7 +184,7 @@ class KerasBackbone(ImageExtractor):
         return lambda batch: self.session_.run({self.session_.input_names[0]: batch})
 
     def _openvino_session(self):
-        from placedemarche.core import inference
+        from placedemarche.features import inference
 
         def convert():
             import warnings
@@ -209,7 +209,7 @@ class KerasBackbone(ImageExtractor):
         return inference.ExportedModel(path, "openvino", threads)
 
     def transform(self, X):
-        from placedemarche.core.images import iter_image_batches
+        from placedemarche.data.images import iter_image_batches
 
         paths = list(X)
         predict = self._predictor()

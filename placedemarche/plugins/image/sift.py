@@ -10,7 +10,7 @@ import numpy as np
 
 from placedemarche import ImageExtractor, hookimpl
 from placedemarche.core.errors import CatalogError, ImageReadError, PluginConfigError
-from placedemarche.core.images import check_pixel_count, read_image_bytes, source_label
+from placedemarche.data.images import check_pixel_count, read_image_bytes, source_label
 from placedemarche.core.progress import task
 
 #: Fewest visual words the vocabulary is shrunk to when there are few descriptors.

@@ -19,7 +19,7 @@ class TSNEReducer(Reducer):
     reference.
 
     Past its size threshold the evaluator fits it on a stratified sample (10,000 products) and
-    places the others by their nearest sampled neighbours (:mod:`placedemarche.core.scale`).
+    places the others by their nearest sampled neighbours (:mod:`placedemarche.evaluate.scale`).
 
     t-SNE has no ``transform`` for new points: use it on the products being studied only,
     never as classifier input fitted on test products. Its settings are fixed beforehand;
@@ -66,7 +66,7 @@ class TSNEReducer(Reducer):
             raise PluginConfigError(f"tsne: unknown implementation '{self.implementation}': "
                                     f"use {' or '.join(IMPLEMENTATIONS)}")
         if scipy.sparse.issparse(X):  # only asked for explicitly (--tsne-input features)
-            from placedemarche.core.scale import check_densify
+            from placedemarche.core.limits import check_densify
 
             check_densify(X.shape, "tsne", "embed the reduced space (--tsne-input reduced)")
             X = X.toarray()

@@ -7,7 +7,7 @@ from typing import Iterator
 
 from placedemarche import __version__, hookimpl
 from placedemarche.core.base import SourcePage
-from placedemarche.core.http import HttpSource
+from placedemarche.data.http import HttpSource
 from placedemarche.core.errors import SourceError
 
 FOOD_KEYS = ("foodId", "label", "knownAs", "category", "categoryLabel", "foodContentsLabel", "image")

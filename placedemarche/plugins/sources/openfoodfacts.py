@@ -6,7 +6,7 @@ from typing import Iterator
 
 from placedemarche import __version__, hookimpl
 from placedemarche.core.base import SourcePage
-from placedemarche.core.http import HttpSource
+from placedemarche.data.http import HttpSource
 from placedemarche.core.errors import SourceError
 
 FIELDS = ("code", "product_name", "categories", "categories_tags", "ingredients_text", "image_url",

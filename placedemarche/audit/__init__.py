@@ -1,0 +1,1 @@
+"""Audit: the products whose declared category is probably wrong (confident learning)."""

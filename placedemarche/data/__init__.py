@@ -1,0 +1,1 @@
+"""Catalogue and data: the product table, datasets, category trees, sources, images and texts."""

@@ -1,0 +1,1 @@
+"""Features: extraction through the feature store, the store itself, engines and inference runtimes."""

@@ -1,0 +1,1 @@
+"""The categorisation service: the FastAPI app, dynamic batching, the seller page, Ray Serve."""
