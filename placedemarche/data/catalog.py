@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
 from placedemarche.core.errors import CatalogError
+from placedemarche.data.category_paths import flipkart_category, read_path  # noqa: F401 (flipkart_category: API)
 
 TextField = Literal["name", "description", "both"]
 TEXT_FIELDS: tuple[str, ...] = ("name", "description", "both")
@@ -60,6 +61,9 @@ class Catalog:
     dropped: list[RowProblem] = field(default_factory=list)
     #: role -> CSV column it was read from (None: no such column), as detected or given.
     columns: dict[str, str | None] = field(default_factory=dict)
+    #: category paths, top first; labels are them at one level (data/categories.py says which)
+    category_paths: list[tuple[str, ...]] | None = None
+    category_info: dict = field(default_factory=dict)
     #: the needs this catalogue was validated for: validating again for them reads no image
     validated_for: set = field(default_factory=set, repr=False, compare=False)
 
@@ -112,8 +116,8 @@ class Catalog:
             names=[self.names[i] for i in idx],
             descriptions=[self.descriptions[i] for i in idx],
             image_paths=[self.image_paths[i] for i in idx],
-            labels=None if self.labels is None else [self.labels[i] for i in idx],
-            lines=[self.lines[i] for i in idx],
+            labels=None if self.labels is None else [self.labels[i] for i in idx], lines=[self.lines[i] for i in idx],
+            category_paths=None if self.category_paths is None else [self.category_paths[i] for i in idx],
             dropped=list(self.dropped),
             validated_for=set(),
         )
@@ -333,12 +337,6 @@ def _default_image_dir(csv_path: Path) -> Path:
     return csv_path.parent
 
 
-def flipkart_category(tree: str) -> str:
-    """First level of a Flipkart ``product_category_tree`` such as '["A >> B >> C"]'."""
-    text = tree.strip().removeprefix("[").removesuffix("]").strip().strip('"').strip()
-    return text.split(">>")[0].strip()
-
-
 def _pick(header: list[str], role: str, given: str | None, path: Path, required: bool) -> str | None:
     if given is not None:
         if given not in header:
@@ -364,7 +362,8 @@ def load_catalog(
     name_column: str | None = None,
     description_column: str | None = None,
     image_column: str | None = None,
-    label_column: str | None = None,
+    label_column: str | Sequence[str] | None = None,
+    category_separator: str | None = None,
     image_dir: str | os.PathLike | None = None,
     require_labels: bool = False,
     keep_urls: bool = False,
@@ -372,8 +371,9 @@ def load_catalog(
     """Load a catalogue CSV or Parquet file: the Flipkart sample or any table with
     id/text/image/label columns.
 
-    Columns not named are looked for among :data:`COLUMN_CANDIDATES`. A
-    ``product_category_tree`` label column is reduced to its first level. Relative image
+    Columns not named are looked for among :data:`COLUMN_CANDIDATES`. The category is a path
+    (``category_paths``: a ``product_category_tree``, a column cut at ``category_separator``, or
+    label columns, top first); ``labels`` is its first level (others: categories.at_level). Relative image
     paths are resolved against ``image_dir`` (default: an ``images/`` or ``Images/``
     directory beside the CSV). With ``keep_urls``, an image given as a URL (``s3://``,
     ``gs://``, ``https://``...) stays that URL (a string), for extractors that read URLs
@@ -389,13 +389,15 @@ def load_catalog(
     # The label column is picked first and is never a feature: a `label` column is both a
     # category candidate and a product-name candidate, and reading it as the text made
     # the category the feature (ARI 1.0).
-    label_col = _pick(header, "label", label_column, csv_path, required=require_labels)
+    label_cols = [c for g in ([label_column] if isinstance(label_column, str) else list(label_column or [None]))
+                  if (c := _pick(header, "label", g, csv_path, required=require_labels))]
+    label_col = label_cols[0] if label_cols else None
     given = {"id": id_column, "name": name_column, "description": description_column, "image": image_column}
     for role, column in given.items():
-        if label_col is not None and column == label_col and role != "id":
+        if column in label_cols and role != "id":
             raise CatalogError(f"{csv_path}: column '{column}' is the category (label) column and "
                                f"cannot also be the {role}: the category would leak into the features")
-    usable = [c for c in header if c != label_col]
+    usable = [c for c in header if c not in label_cols]
     id_col = _pick(header, "id", id_column, csv_path, required=False)
     name_col = _pick(usable, "name", name_column, csv_path, required=False)
     desc_col = _pick(usable, "description", description_column, csv_path, required=False)
@@ -410,7 +412,7 @@ def load_catalog(
     if image_dir and not images_root.is_dir():
         raise CatalogError(f"image directory not found: {images_root}")
 
-    ids, names, descs, images, labels, lines = [], [], [], [], [], []
+    ids, names, descs, images, paths, lines = [], [], [], [], [], []  # paths: of the categories
     for number, (line, row) in enumerate(rows, start=1):
         ids.append((row.get(id_col) or "").strip() if id_col else str(number))
         if id_col and not ids[-1]:
@@ -421,14 +423,15 @@ def load_catalog(
         images.append(None if not raw_image else raw_image if keep_urls and _is_url(raw_image)
                       else _resolve_image(raw_image, images_root, csv_path.parent))
         if label_col:
-            value = row.get(label_col) or ""
-            labels.append(flipkart_category(value) if label_col == "product_category_tree" else value.strip())
+            paths.append(read_path(row, label_cols, category_separator))
         lines.append(line)
     return Catalog(
         ids=ids, names=names, descriptions=descs, image_paths=images,
-        labels=labels if label_col else None, source=str(csv_path), lines=lines,
+        labels=[p[0] if p else "" for p in paths] if label_col else None, source=str(csv_path), lines=lines,
         columns={"id": id_col, "name": name_col, "description": desc_col, "image": image_col,
                  "label": label_col},
+        category_paths=paths if label_col else None, category_info={"columns": label_cols,
+                                                                     "separator": category_separator},
     )
 
 
