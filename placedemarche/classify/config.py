@@ -8,6 +8,7 @@ from typing import Any, Sequence
 from placedemarche.data.catalog import TextField
 from placedemarche.core.errors import PlaceDeMarcheError
 from placedemarche.classify.finetune import FineTuneConfig
+from placedemarche.classify.threshold import TARGET_PRECISION, check_target
 
 FUSIONS = ("concat", "mean")
 
@@ -44,6 +45,9 @@ class TrainConfig:
         class_weight: weigh classes inversely to their frequency (``class_weight="balanced"``
             for heads that take a ``class_weight`` parameter, unless their spec sets one).
         finetune: fine-tuning settings (``FineTuneConfig``) when the image block is fine-tuned.
+        target_precision: the precision the automatically accepted predictions must reach;
+            the decision threshold that gives it is measured on the out-of-fold predictions
+            (:mod:`placedemarche.classify.threshold`) and kept in model.json.
     """
 
     text: str | list[str] | None = None
@@ -56,6 +60,7 @@ class TrainConfig:
     seed: int = 0
     class_weight: bool = False
     finetune: FineTuneConfig | None = None
+    target_precision: float = TARGET_PRECISION
 
     def check(self) -> None:
         from placedemarche.core.plugins import check_specs
@@ -71,6 +76,7 @@ class TrainConfig:
             raise PlaceDeMarcheError(f"unknown fusion '{self.fusion}': use {' or '.join(FUSIONS)}")
         if self.folds == 1 or self.folds < 0:
             raise PlaceDeMarcheError(f"--folds must be 0 (no evaluation) or at least 2, got {self.folds}")
+        check_target(self.target_precision)
         if self.C <= 0:
             raise PlaceDeMarcheError(f"C must be positive, got {self.C}")
         if self.finetune is not None:

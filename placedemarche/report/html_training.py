@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from placedemarche.classify.threshold import describe as describe_decision
 from placedemarche.core.files import atomic_write_text
 from placedemarche.report.html_page import PAGE_NAME, colour_palette, definition_list, heatmap, none_if_nan, plus_minus, render_page, table, td
 
@@ -54,6 +55,9 @@ def write_training_html(result: "TrainResult", out: Path, histories: Sequence[Se
                         + td(plus_minus(res["macro_f1_mean"], res["macro_f1_sd"]), res["macro_f1_mean"])
                         + "".join(td(f"{res['per_class_f1'][c]:.3f}", res["per_class_f1"][c]) for c in categories)
                         + "</tr>")
+        decision = summary.get("decision")
+        if decision:
+            body.append(f'<p class="headline" id="decision">Decision threshold: {html.escape(describe_decision(decision))}.</p>')
         body += ["<h2>Scores per prediction</h2>",
                  '<p class="note">Accuracy and macro F1: mean &plusmn; sd over folds; per-class F1 of '
                  "the out-of-fold predictions. Click a column header to sort.</p>", table(head, rows)]
@@ -68,6 +72,14 @@ def write_training_html(result: "TrainResult", out: Path, histories: Sequence[Se
         f1.update_layout(barmode="group", height=400, yaxis={"title": {"text": "F1 (out-of-fold)"}, "range": [0, 1]},
                          margin={"t": 30, "b": 10})
         figures.append(("f1", f1))
+        if decision:
+            figures.append(("risk-coverage", _risk_coverage_figure(decision)))
+            body += ["<h2>Risk–coverage: which predictions to accept automatically</h2>",
+                     '<p class="note">For every threshold on the top probability: the share of products '
+                     "accepted (coverage) and the precision of the accepted predictions, from the "
+                     "out-of-fold predictions. The marker is the threshold kept for the target precision; "
+                     "<code>pm serve --target-precision</code> can pick another point of this curve.</p>",
+                     '<div class="plot" id="fig-risk-coverage"></div>']
         body += ["<h2>Per-class F1</h2>", '<div class="plot" id="fig-f1"></div>',
                  "<h2>Confusion matrices (out-of-fold)</h2>", '<div class="row">']
         for number, (name, res) in enumerate(sorted(results.items(), key=lambda kv: kv[0] != main)):
@@ -87,6 +99,30 @@ def write_training_html(result: "TrainResult", out: Path, histories: Sequence[Se
     path = out / PAGE_NAME
     atomic_write_text(path, page)
     return path
+
+
+def _risk_coverage_figure(decision: dict[str, Any]):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    groups = decision.get("by_group") or {decision["group"]: decision}
+    palette = colour_palette(len(groups))
+    for colour, (group, point) in zip(palette, groups.items()):
+        curve = point["curve"]
+        fig.add_trace(go.Scatter(
+            x=curve["coverage"], y=curve["precision"], customdata=curve["threshold"], mode="lines",
+            name=html.escape(group), line={"color": colour},
+            hovertemplate="coverage %{x:.1%}<br>precision %{y:.3f}<br>threshold %{customdata:.3f}<extra>"
+                          + html.escape(group) + "</extra>"))
+        if point.get("precision") is not None:
+            fig.add_trace(go.Scatter(x=[point["coverage"]], y=[point["precision"]], mode="markers",
+                                     marker={"color": colour, "size": 11, "symbol": "diamond"},
+                                     name=f"{html.escape(group)}: threshold {point['threshold']:.3f}"))
+    fig.add_hline(y=decision["target_precision"], line={"color": "grey", "dash": "dot", "width": 1})
+    fig.update_layout(height=420, margin={"t": 30, "b": 10},
+                      xaxis={"title": {"text": "coverage (share of products accepted)"}, "tickformat": ".0%"},
+                      yaxis={"title": {"text": "precision of the accepted predictions"}})
+    return fig
 
 
 def _learning_curves_figure(histories: list[list[dict]]):
