@@ -51,8 +51,10 @@ from placedemarche.cli.extract_cmd import extract  # noqa: E402
 from placedemarche.cli.feedback_cmd import feedback  # noqa: E402
 from placedemarche.cli.plugin_cmds import list_extractors, list_plugins, list_reducers, plugins  # noqa: E402
 from placedemarche.cli.source_cmds import source  # noqa: E402
+from placedemarche.cli.serve_cmd import serve  # noqa: E402
 from placedemarche.cli.train_cmds import predict, train  # noqa: E402
 
 for _command in (list_plugins, list_extractors, list_reducers, plugins, extract, evaluate, cache, dataset, source, train, predict):
     cli.add_command(_command)
 cli.add_command(feedback)
+cli.add_command(serve)
