@@ -16,6 +16,7 @@ import numpy as np
 
 from placedemarche.features.cache import FeatureCache
 from placedemarche.data.catalog import Catalog
+from placedemarche.data.categories import coarser, leave_out_small
 from placedemarche.core.errors import PlaceDeMarcheError
 from placedemarche.features.extraction import extract_features
 from placedemarche.classify.finetune import BackboneSplit, FineTunedImageModel, train_top
@@ -128,7 +129,7 @@ def _precompute(config: TrainConfig, catalog: Catalog, cache: FeatureCache | Non
     return pre
 
 
-def _check_catalog(catalog: Catalog, config: TrainConfig) -> tuple[list[str], np.ndarray]:
+def _check_catalog(catalog: Catalog, config: TrainConfig) -> tuple[Catalog, list[str], np.ndarray]:
     where = catalog.source or "catalogue"
     if len(catalog) == 0:
         raise PlaceDeMarcheError(f"{where} is empty: no product to train on")
@@ -138,22 +139,14 @@ def _check_catalog(catalog: Catalog, config: TrainConfig) -> tuple[list[str], np
     empty = [catalog.ids[i] for i, label in enumerate(catalog.labels) if not label.strip()]
     if empty:
         raise PlaceDeMarcheError(f"{where}: {len(empty)} product(s) have no category (first: {empty[0]})")
+    if config.folds:  # a category smaller than the folds need is left out, with a note, not refused
+        catalog = leave_out_small(catalog, max(2, config.folds, catalog.category_info.get("min_size", 0)))
     categories = catalog.categories
     if len(categories) < 2:
         raise PlaceDeMarcheError(f"{where} has {len(categories)} category; need at least 2 to classify")
     index = {c: i for i, c in enumerate(categories)}
     y = np.array([index[label] for label in catalog.labels])
-    if config.folds:
-        counts = np.bincount(y, minlength=len(categories))
-        small = [(categories[i], int(n)) for i, n in enumerate(counts) if n < config.folds]
-        if small:
-            fewest = min(n for _, n in small)
-            hint = f"use --folds {fewest} or fewer" if fewest >= 2 else "add products or remove that category"
-            listed = ", ".join(f"'{c}' has {n}" for c, n in small[:3])
-            raise PlaceDeMarcheError(
-                f"{where}: {listed} product(s), fewer than the {config.folds} folds: {hint}"
-                " (or --folds 0 to train without evaluation)")
-    return categories, y
+    return catalog, categories, y
 
 
 # -- training and cross-validation ------------------------------------------------------
@@ -172,6 +165,8 @@ class TrainResult:
     #: Fine-tuning learning curves: one list of epochs per fold, and the final fit's.
     histories: list[list[dict]] = field(default_factory=list)
     final_history: list[dict] = field(default_factory=list)
+    #: the products trained on (the catalogue less the categories left out): the rows of ``y``
+    catalog: Catalog | None = field(default=None, repr=False)
 
     def predict(self, data, cache: FeatureCache | None = None):
         return self.model.predict(data, cache)
@@ -190,7 +185,7 @@ def train(catalog: Catalog, config: TrainConfig, *, cache: FeatureCache | None =
     learning curves for a fine-tuned image block).
     """
     config.check()
-    categories, y = _check_catalog(catalog, config)
+    catalog, categories, y = _check_catalog(catalog, config)
     n_classes = len(categories)
     pre = _precompute(config, catalog, cache)
 
@@ -227,7 +222,8 @@ def train(catalog: Catalog, config: TrainConfig, *, cache: FeatureCache | None =
     summary = _summary(config, catalog, categories, y, folds, oof, pre, final_seconds)
     model = ClassifierModel(config, categories, blocks, fusion, metrics=summary, versions=library_versions(),
                             default_group=summary.get("best_group"))
-    result = TrainResult(model, summary, folds, y=y, oof=oof, histories=histories, final_history=history)
+    result = TrainResult(model, summary, folds, y=y, oof=oof, histories=histories, final_history=history,
+                         catalog=catalog)
     if out is not None:
         save_model(model, out)
     return result
@@ -248,7 +244,7 @@ def _summary(config, catalog, categories, y, folds, oof, pre, final_seconds) -> 
     summary: dict[str, Any] = {
         "config": config.to_dict(),
         "catalog": {"source": catalog.source, "products": len(catalog), "categories": categories,
-                    "dropped": len(catalog.dropped)},
+                    "dropped": len(catalog.dropped), "category": catalog.category_info},
         "features": pre.feature_info,
         "main": main,
         "folds": config.folds,
@@ -267,6 +263,7 @@ def _summary(config, catalog, categories, y, folds, oof, pre, final_seconds) -> 
             **{f"{m}_sd": round(float(np.std(v)), 4) for m, v in per_fold.items()},
             "per_class_f1": {c: round(report[c]["f1-score"], 4) for c in categories},
             "confusion_matrix": confusion_matrix(y, pred, labels=range(len(categories))).tolist(),
+            **_level_scores(catalog.category_info.get("level", 1), categories, y, pred),
         }
     seconds = [f["seconds"] for f in folds]
     summary["fold_seconds_mean"] = round(float(np.mean(seconds)), 2)
@@ -276,6 +273,22 @@ def _summary(config, catalog, categories, y, folds, oof, pre, final_seconds) -> 
                        "macro_f1_sd": summary["results"][main]["macro_f1_sd"]}
     summary.update(_best_group(config, summary["results"]))
     return summary
+
+
+def _level_scores(level: int, categories: list[str], y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """Accuracy and macro-F1 of the predictions cut to each level above ``level`` (a prediction
+    in the right branch counts at the levels it shares with the truth)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    if level < 2:
+        return {}
+    scores = {}
+    for up in range(1, level + 1):
+        names = np.array(coarser(categories, up))
+        scores[str(up)] = {"accuracy": round(float(accuracy_score(names[y], names[pred])), 4),
+                           "macro_f1": round(float(f1_score(names[y], names[pred], average="macro")), 4),
+                           "categories": len(set(names[y]))}
+    return {"levels": scores}
 
 
 def _best_group(config: TrainConfig, results: dict[str, Any]) -> dict[str, str]:

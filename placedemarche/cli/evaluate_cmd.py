@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from placedemarche.cli.options import category_options
 from placedemarche.cli.options import catalog_options, extractor_options, features_option, load_catalog_from_options
 
 
@@ -45,6 +46,7 @@ from placedemarche.cli.options import catalog_options, extractor_options, featur
 @click.option("--no-cache", is_flag=True, help="Recompute features instead of using the cache.")
 @features_option
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@category_options("2")
 @catalog_options
 def evaluate(text, image, text_field, reducer, cluster_on, clusterer, clusters, seeds, text_weight, scale,
              perplexity, tsne_input, no_fuse, jobs, approximate_above, sample_size, out, no_cache,
@@ -61,6 +63,7 @@ def evaluate(text, image, text_field, reducer, cluster_on, clusterer, clusters, 
     """
     from placedemarche.features.cache import FeatureCache
     from placedemarche.core.errors import PlaceDeMarcheError
+    from placedemarche.cli.options import choose_categories
     from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
     from placedemarche.report.evaluation import write_evaluation_report
     from placedemarche.features.extraction import features_from
@@ -89,6 +92,7 @@ def evaluate(text, image, text_field, reducer, cluster_on, clusterer, clusters, 
     source = None
     if features_store:
         catalog, source = align_with_store(features_store, catalog, text, image, text_field)
+    catalog = choose_categories(catalog, catalog_kwargs, default_min_size=2)
     cache = None if no_cache else FeatureCache()
     with progress_bars(not no_progress), features_from(source):
         report = evaluate_combinations(catalog, text, image, config=config, cache=cache,

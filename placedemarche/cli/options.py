@@ -17,7 +17,12 @@ def catalog_options(func):
         click.option("--name-column", help="Column holding product names."),
         click.option("--description-column", help="Column holding descriptions."),
         click.option("--image-column", help="Column holding image file names."),
-        click.option("--label-column", help="Column holding the true category."),
+        click.option("--label-column", multiple=True,
+                     help="Column holding the true category; repeat it for one column per level of a "
+                          "category tree, top level first."),
+        click.option("--category-separator", metavar="SEP",
+                     help="The category column holds paths such as 'A / B / C': the characters between "
+                          "levels (a product_category_tree is read as Flipkart's 'A >> B' without it)."),
         click.option("--image-dir", type=click.Path(file_okay=False),
                      help="Directory of the images (default: images/ or Images/ beside the CSV)."),
         click.option("--on-missing", type=click.Choice(["drop", "fail"]), default="drop",
@@ -55,9 +60,48 @@ def load_unvalidated_catalog(kwargs: dict, *, labels: bool, keep_urls: bool = Fa
         resolve_data(kwargs.pop("data")),
         id_column=kwargs.pop("id_column"), name_column=kwargs.pop("name_column"),
         description_column=kwargs.pop("description_column"),
-        image_column=kwargs.pop("image_column"), label_column=kwargs.pop("label_column"),
+        image_column=kwargs.pop("image_column"), label_column=kwargs.pop("label_column") or None,
+        category_separator=kwargs.pop("category_separator", None),
         image_dir=kwargs.pop("image_dir"), require_labels=labels, keep_urls=keep_urls,
     )
+
+
+def category_options(default_min_size: str):
+    """Add --category-level, --min-category-size and --merge-rare to a command whose categories
+    are a tree's level (pm train, pm evaluate, pm audit); ``default_min_size`` says the default
+    in the help. Apply them with :func:`choose_categories`."""
+    def decorate(func):
+        options = [
+            click.option("--category-level", type=click.IntRange(min=1), default=1, show_default=True,
+                         help="Level of the category tree to use (1: the top level); products whose path "
+                              "is shorter are kept at their deepest level."),
+            click.option("--min-category-size", type=click.IntRange(min=1), metavar="N",
+                         help=f"Categories with fewer products are left out, with a note (default: {default_min_size})."),
+            click.option("--merge-rare", is_flag=True,
+                         help="Merge categories smaller than --min-category-size into their parent level "
+                              "instead of leaving them out."),
+        ]
+        for option in reversed(options):
+            func = option(func)
+        return func
+    return decorate
+
+
+def choose_categories(catalog, kwargs: dict, *, default_min_size: int):
+    """The catalogue at ``--category-level`` without the categories too small (or merged, with
+    ``--merge-rare``); says on stderr what was left out. Pops the :func:`category_options`."""
+    from rich.markup import escape
+
+    from placedemarche.cli.render import err_console
+    from placedemarche.data.categories import at_level, category_note
+
+    chosen = at_level(catalog, kwargs.pop("category_level", 1),
+                      min_size=kwargs.pop("min_category_size", None) or default_min_size,
+                      merge_rare=kwargs.pop("merge_rare", False))
+    note = category_note(chosen.category_info)
+    if note:
+        err_console.print(f"[yellow]categories:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    return chosen
 
 
 def load_catalog_from_options(kwargs: dict, *, text: bool, image: bool, labels: bool):
@@ -84,7 +128,9 @@ def print_catalog_notes(catalog, text_field, image: bool) -> None:
         used.append(f"images from column {catalog.columns.get('image')}")
     if used and catalog.columns:
         err_console.print(escape(f"{catalog.source}: {'; '.join(used)}"
-                                 f"; category from column {catalog.columns.get('label')}"), highlight=False)
+                                 f"; category from column "
+                                 f"{', '.join(catalog.category_info.get('columns') or [str(catalog.columns.get('label'))])}"),
+                          highlight=False)
     if catalog.dropped:
         err_console.print(f"[yellow]dropped {len(catalog.dropped)} product(s)[/] "
                           f"({escape(summarise_problems(catalog.dropped))}): "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from placedemarche.cli.options import catalog_options, extractor_options, features_option
+from placedemarche.cli.options import catalog_options, category_options, extractor_options, features_option
 
 
 @click.command("train")
@@ -51,6 +51,7 @@ from placedemarche.cli.options import catalog_options, extractor_options, featur
 @click.option("--no-cache", is_flag=True, help="Recompute features instead of using the cache.")
 @features_option
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@category_options("the number of --folds, at least 2")
 @catalog_options
 def train(text, image, text_field, classifier, C, fusion, folds, seed, class_weight, finetune, unfreeze,
           epochs, finetune_epochs, lr, finetune_lr, batch_size, augment, views, patience, out, no_cache,
@@ -78,6 +79,7 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     from rich.markup import escape
 
     from placedemarche.core.errors import PlaceDeMarcheError
+    from placedemarche.cli.options import choose_categories
     from placedemarche.features.extraction import features_from
     from placedemarche.cli.options import load_catalog_from_options, print_catalog_notes, store_specs
     from placedemarche.cli.render import console, err_console, progress_bars
@@ -104,6 +106,7 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     source = None
     if features_store:
         catalog, source = _store_features(features_store, catalog, text, image, text_field)
+    catalog = choose_categories(catalog, catalog_kwargs, default_min_size=max(folds, 2) if folds else 1)
     out_dir = Path(out) if out else Path("pm-results") / time.strftime("model-%Y%m%d-%H%M%S")
     with progress_bars(not no_progress), features_from(source):
         result = train_model(catalog, config, cache=None if no_cache else FeatureCache(), out=out_dir)

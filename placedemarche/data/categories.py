@@ -53,6 +53,12 @@ def first_level_groups(categories: Sequence[str], paths: dict[str, Sequence[str]
     return groups
 
 
+def coarser(categories: Sequence[str], level: int) -> list[str]:
+    """Each category cut to ``level`` ("A > B > C" at level 1 is "A"; one already at or above
+    it stays): how scores at the parent levels are counted from predictions at a deeper one."""
+    return [LABEL_SEPARATOR.join(c.split(LABEL_SEPARATOR)[:level]) for c in categories]
+
+
 def at_level(catalog: Catalog, level: int = 1, *, min_size: int = 1, merge_rare: bool = False) -> Catalog:
     """The catalogue with its categories at ``level`` and without the categories of fewer than
     ``min_size`` products: they are left out (their products listed in ``dropped``) or, with
@@ -64,7 +70,7 @@ def at_level(catalog: Catalog, level: int = 1, *, min_size: int = 1, merge_rare:
     where = catalog.source or "catalogue"
     if catalog.labels is None:
         raise CatalogError(f"{where} has no category column: name it with --label-column")
-    paths = catalog.category_paths or [(label,) if label.strip() else () for label in catalog.labels]
+    paths = _current_paths(catalog)
     deepest = max((len(p) for p in paths), default=0)
     if level > deepest:
         column = catalog.columns.get("label")
@@ -104,6 +110,38 @@ def at_level(catalog: Catalog, level: int = 1, *, min_size: int = 1, merge_rare:
     kept = catalog.subset(keep)
     return replace(kept, labels=[labels[i] for i in keep], dropped=list(catalog.dropped) + problems,
                    category_info=info, validated_for=set(catalog.validated_for))
+
+
+def leave_out_small(catalog: Catalog, min_size: int) -> Catalog:
+    """The catalogue without the categories of fewer than ``min_size`` products, as they are now
+    (no level chosen again, nothing merged): the guard of callers that need that many, such as
+    the k folds of training. The same catalogue when none is that small."""
+    counts = Counter(label for label in catalog.labels or [] if label)
+    rare = {c for c, n in counts.items() if n < min_size}
+    if not rare:
+        return catalog
+    keep = [i for i, label in enumerate(catalog.labels) if label not in rare]
+    if not keep:
+        raise CatalogError(f"{catalog.source or 'catalogue'}: every category has fewer than {min_size} products: "
+                           "add products or use fewer --folds")
+    info = dict(catalog.category_info)
+    info["min_size"] = max(min_size, info.get("min_size", 1))
+    info["categories_left_out"] = sorted(info.get("categories_left_out", []) + [
+        {"category": c, "products": counts[c]} for c in rare], key=lambda c: c["category"])
+    info["products_left_out"] = info.get("products_left_out", 0) + len(catalog) - len(keep)
+    info["categories"] = len(counts) - len(rare)
+    problems = _left_out_rows(catalog, catalog.labels, rare, counts, min_size)
+    return replace(catalog.subset(keep), dropped=list(catalog.dropped) + problems, category_info=info,
+                   validated_for=set(catalog.validated_for))
+
+
+def _current_paths(catalog: Catalog) -> list[tuple[str, ...]]:
+    """Each product's path, or its label read as a path where the label was changed after
+    loading (e.g. by feedback) and is no longer a part of its path."""
+    paths = catalog.category_paths or [()] * len(catalog)
+    return [path if any(path_label(path, k) == label for k in range(1, len(path) + 1))
+            else tuple(label.split(LABEL_SEPARATOR)) if label.strip() else ()
+            for path, label in zip(paths, catalog.labels)]
 
 
 def _left_out_rows(catalog: Catalog, labels: list[str], rare: set[str], counts: Counter,
