@@ -49,7 +49,7 @@ def test_word2vec_is_reproducible_across_processes():
 
 @pytest.fixture(scope="module")
 def flipkart_texts():
-    from conftest import FLIPKART, NLTK_DATA
+    from helpers import FLIPKART, NLTK_DATA
 
     if not NLTK_DATA.is_dir() or not (FLIPKART / "flipkart_com-ecommerce_sample_1050.csv").is_file():
         pytest.skip("shared Flipkart sample or NLTK data not found")
@@ -69,7 +69,7 @@ def test_vectorisers_give_the_matrices_of_the_reference_tokeniser(flipkart_texts
     """The same vocabulary and values as a scikit-learn vectoriser calling the original
     one-text-at-a-time normalisation (tests/test_text.py) for each text."""
     import sklearn.feature_extraction.text as sktext
-    from test_text import reference_normalise
+    from helpers import reference_normalise
 
     train, unseen = flipkart_texts[:150], flipkart_texts[150:] + ["", "a zebra xylophone"]
     ext = create_plugin("text", spec)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import make_catalog
+from helpers import make_catalog
 from placedemarche.cli.main import cli
 from placedemarche.core import plugins
 from placedemarche.data.catalog import load_catalog

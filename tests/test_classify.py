@@ -84,7 +84,7 @@ class _Plugin:
 
 
 @pytest.fixture
-def test_plugins():
+def classify_plugins():
     name = plugins.register_plugin(_Plugin, name="classify-test-plugins", provider="tests")
     RecordingVocabulary.fitted_on = []
     yield
@@ -96,7 +96,7 @@ def _csv_rows(path):
         return list(csv.DictReader(handle))
 
 
-def test_cross_validation_scores_every_modality_and_writes_the_report(tiny_catalog, tmp_path, test_plugins):
+def test_cross_validation_scores_every_modality_and_writes_the_report(tiny_catalog, tmp_path, classify_plugins):
     catalog = load_catalog(tiny_catalog).validated()
     out = tmp_path / "model"
     result = train(catalog, TrainConfig(text="tfidf:min_df=1", image="mean-colour", folds=3),
@@ -122,7 +122,7 @@ def test_cross_validation_scores_every_modality_and_writes_the_report(tiny_catal
     assert metrics["mean"]["accuracy"] == fused["accuracy_mean"]
 
 
-def test_learning_extractors_are_fitted_on_training_folds_only(tiny_catalog, tmp_path, test_plugins):
+def test_learning_extractors_are_fitted_on_training_folds_only(tiny_catalog, tmp_path, classify_plugins):
     catalog = load_catalog(tiny_catalog).validated()
     train(catalog, TrainConfig(text="recording-vocab", folds=3, text_field="name"))
     fits = RecordingVocabulary.fitted_on
@@ -136,7 +136,7 @@ def test_learning_extractors_are_fitted_on_training_folds_only(tiny_catalog, tmp
     assert sorted(fits[3]) == sorted(names)
 
 
-def test_frozen_features_come_from_the_cache(tiny_catalog, tmp_path, test_plugins):
+def test_frozen_features_come_from_the_cache(tiny_catalog, tmp_path, classify_plugins):
     catalog = load_catalog(tiny_catalog).validated()
     cache = FeatureCache(tmp_path / "c")
     first = train(catalog, TrainConfig(image="mean-colour", folds=2), cache=cache)
@@ -146,7 +146,7 @@ def test_frozen_features_come_from_the_cache(tiny_catalog, tmp_path, test_plugin
     assert first.folds[0]["image:accuracy"] == second.folds[0]["image:accuracy"]
 
 
-def test_api_predict_and_predict_proba(tiny_catalog, test_plugins):
+def test_api_predict_and_predict_proba(tiny_catalog, classify_plugins):
     catalog = load_catalog(tiny_catalog).validated()
     result = train(catalog, TrainConfig(text="tfidf:min_df=1", folds=0))
     assert result.folds == [] and result.summary["results"] == {}
@@ -164,7 +164,7 @@ def _write_csv(path, rows):
         writer.writerows(rows)
 
 
-def test_missing_modality_is_predicted_from_the_other_or_reported(tiny_catalog, tmp_path, test_plugins):
+def test_missing_modality_is_predicted_from_the_other_or_reported(tiny_catalog, tmp_path, classify_plugins):
     catalog = load_catalog(tiny_catalog).validated()
     model = train(catalog, TrainConfig(text="tfidf:min_df=1", image="mean-colour", folds=0)).model
     rows = _csv_rows(tiny_catalog)
@@ -191,7 +191,7 @@ def test_missing_modality_is_predicted_from_the_other_or_reported(tiny_catalog, 
     assert result.counts == {"text+image": 1, "text": 1, "image": 1, "none": 1}
 
 
-def test_mean_fusion(tiny_catalog, test_plugins):
+def test_mean_fusion(tiny_catalog, classify_plugins):
     catalog = load_catalog(tiny_catalog).validated()
     result = train(catalog, TrainConfig(text="tfidf:min_df=1", image="mean-colour", fusion="mean", folds=2))
     assert result.model.fusion_heads == {}
@@ -208,7 +208,7 @@ def _block_proba(model, key, catalog):
     return block.head.predict_proba(block.features(items, None))
 
 
-def test_several_extractors_per_modality_mean(tiny_catalog, tmp_path, test_plugins):
+def test_several_extractors_per_modality_mean(tiny_catalog, tmp_path, classify_plugins):
     catalog = load_catalog(tiny_catalog).validated()
     config = TrainConfig(text=["tfidf:min_df=1", "recording-vocab"], image=["mean-colour", "grey-histogram"],
                          fusion="mean", folds=3)
@@ -237,7 +237,7 @@ def test_several_extractors_per_modality_mean(tiny_catalog, tmp_path, test_plugi
                                                           "kind": "image", "plugin": "grey-histogram"}
 
 
-def test_several_extractors_per_modality_concat(tiny_catalog, tmp_path, test_plugins):
+def test_several_extractors_per_modality_concat(tiny_catalog, tmp_path, classify_plugins):
     from placedemarche.classify import _hstack
 
     catalog = load_catalog(tiny_catalog).validated()
@@ -263,7 +263,7 @@ def test_several_extractors_per_modality_concat(tiny_catalog, tmp_path, test_plu
         _hstack([features[key][1:] for key in text_keys]))[0])
 
 
-def test_cli_combines_several_extractors_and_refuses_duplicates(tiny_catalog, tmp_path, test_plugins):
+def test_cli_combines_several_extractors_and_refuses_duplicates(tiny_catalog, tmp_path, classify_plugins):
     runner = CliRunner()
     done = runner.invoke(cli, ["train", "--data", str(tiny_catalog), "--text", "tfidf:min_df=1",
                                "--image", "mean-colour", "--image", "grey-histogram", "--fusion", "mean",
@@ -282,7 +282,7 @@ def test_cli_combines_several_extractors_and_refuses_duplicates(tiny_catalog, tm
 
 def test_saved_model_predicts_the_same_in_a_new_process(tmp_path):
     """Round trip: train on a generated catalogue, save, load and predict in another process."""
-    from conftest import make_catalog
+    from helpers import make_catalog
 
     csv_path = make_catalog(tmp_path / "cat", per_category=6, seed=3)
     catalog = load_catalog(csv_path).validated()
@@ -307,7 +307,7 @@ def test_saved_model_predicts_the_same_in_a_new_process(tmp_path):
     assert meta["extractors"]["text"]["plugin"] == "tfidf"
 
 
-def test_cli_train_then_predict(tiny_catalog, tmp_path, test_plugins):
+def test_cli_train_then_predict(tiny_catalog, tmp_path, classify_plugins):
     runner = CliRunner()
     model_dir = tmp_path / "m"
     done = runner.invoke(cli, ["train", "--data", str(tiny_catalog), "--text", "tfidf:min_df=1",
@@ -336,7 +336,7 @@ def test_unknown_category_column_is_a_one_line_error(tiny_catalog):
 
 
 def test_class_smaller_than_folds_suggests_fewer_folds(tmp_path):
-    from conftest import make_catalog
+    from helpers import make_catalog
 
     csv_path = make_catalog(tmp_path / "c", per_category=3)
     done = CliRunner().invoke(cli, ["train", "--data", str(csv_path), "--text", "tfidf:min_df=1",
@@ -355,7 +355,7 @@ def test_empty_catalogue_is_refused(tmp_path):
 
 
 def test_unlabelled_or_single_category_catalogue_is_refused(tmp_path):
-    from conftest import make_catalog
+    from helpers import make_catalog
 
     path = make_catalog(tmp_path / "one", per_category=6, categories=["Watches"])
     with pytest.raises(PlaceDeMarcheError, match="1 category"):
@@ -381,7 +381,7 @@ def test_model_from_another_version_is_refused(saved_model):
 
 
 def test_model_with_one_fusion_head_from_before_several_extractors_still_loads(tiny_catalog, tmp_path,
-                                                                               test_plugins):
+                                                                               classify_plugins):
     import joblib
 
     catalog = load_catalog(tiny_catalog).validated()
@@ -440,7 +440,7 @@ def test_bad_settings_are_refused(tiny_catalog):
 
 
 @pytest.mark.parametrize("classifier", ["svm", "rf", "knn", "mlp"])
-def test_other_classifiers(tiny_catalog, classifier, test_plugins):
+def test_other_classifiers(tiny_catalog, classifier, classify_plugins):
     catalog = load_catalog(tiny_catalog).validated()
     result = train(catalog, TrainConfig(text="tfidf:min_df=1", classifier=classifier, folds=3))
     assert result.summary["results"]["text"]["accuracy_mean"] >= 0.8
@@ -458,7 +458,7 @@ def _content_box(png):
 
 
 def test_confusion_png_of_a_classifier_names_predicted_categories_without_wide_margins(
-        tiny_catalog, tmp_path, test_plugins, monkeypatch):
+        tiny_catalog, tmp_path, classify_plugins, monkeypatch):
     import matplotlib.figure
 
     seen = {}
@@ -497,7 +497,7 @@ def test_confusion_png_of_the_clustering_study_keeps_its_wording(tmp_path, monke
 
 # -- file modes ------------------------------------------------------------------------------
 @pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o002, 0o664)])
-def test_result_files_honour_the_umask(tiny_catalog, tmp_path, test_plugins, umask, expected):
+def test_result_files_honour_the_umask(tiny_catalog, tmp_path, classify_plugins, umask, expected):
     import os
     import stat
 
@@ -545,7 +545,7 @@ def _move_catalog_without_images(tiny_catalog, tmp_path):
     return elsewhere / "catalog.csv"
 
 
-def test_images_not_found_are_counted_and_each_row_says_why(tiny_catalog, tmp_path, test_plugins):
+def test_images_not_found_are_counted_and_each_row_says_why(tiny_catalog, tmp_path, classify_plugins):
     catalog = load_catalog(tiny_catalog).validated()
     model = train(catalog, TrainConfig(text="tfidf:min_df=1", image="mean-colour", folds=0)).model
     moved = _move_catalog_without_images(tiny_catalog, tmp_path)
@@ -560,8 +560,8 @@ def test_images_not_found_are_counted_and_each_row_says_why(tiny_catalog, tmp_pa
     assert predict_catalog(model, load_catalog(tiny_catalog)).missing_images == 0
 
 
-def test_pm_predict_says_once_that_images_were_not_found(tiny_catalog, tmp_path, test_plugins):
-    from conftest import make_catalog
+def test_pm_predict_says_once_that_images_were_not_found(tiny_catalog, tmp_path, classify_plugins):
+    from helpers import make_catalog
 
     runner = CliRunner()
     model_dir = tmp_path / "m"
@@ -694,7 +694,7 @@ def worse_fusion(monkeypatch):
 
 
 def test_fused_model_below_a_single_modality_is_reported_and_predict_uses_the_best(
-        tiny_catalog, tmp_path, test_plugins, worse_fusion):
+        tiny_catalog, tmp_path, classify_plugins, worse_fusion):
     runner = CliRunner()
     model_dir = tmp_path / "m"
     done = runner.invoke(cli, ["train", "--data", str(tiny_catalog), "--text", "tfidf:min_df=1",
@@ -738,7 +738,7 @@ def test_fused_model_below_a_single_modality_is_reported_and_predict_uses_the_be
     assert done.exit_code == 1 and "no group 'sound'" in done.output and "Traceback" not in done.output
 
 
-def test_fused_model_at_least_as_good_is_the_default(tiny_catalog, tmp_path, test_plugins):
+def test_fused_model_at_least_as_good_is_the_default(tiny_catalog, tmp_path, classify_plugins):
     result = train(load_catalog(tiny_catalog).validated(),
                    TrainConfig(text="tfidf:min_df=1", image="mean-colour", folds=3), out=tmp_path / "m")
     assert result.summary["best_group"] == "text+image" and "fusion_warning" not in result.summary
@@ -746,7 +746,7 @@ def test_fused_model_at_least_as_good_is_the_default(tiny_catalog, tmp_path, tes
     assert json.loads((tmp_path / "m" / "model.json").read_text())["default_group"] == "text+image"
 
 
-def test_pm_train_ends_with_the_html_report_path(tiny_catalog, tmp_path, test_plugins):
+def test_pm_train_ends_with_the_html_report_path(tiny_catalog, tmp_path, classify_plugins):
     model_dir = tmp_path / "m"
     done = CliRunner().invoke(cli, ["train", "--data", str(tiny_catalog), "--text", "tfidf:min_df=1",
                                     "--folds", "2", "--out", str(model_dir), "--no-progress"])

@@ -20,8 +20,7 @@ from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinat
 from placedemarche.report.evaluation import write_evaluation_report
 from placedemarche.evaluate.metrics import contingency, matched_confusion, noise_counts, score_clustering
 
-from conftest import make_catalog
-from test_evaluate import mean_colour  # noqa: F401  (fixture)
+from helpers import make_catalog
 
 FAST = dict(perplexity=5.0, reducer="pca:n_components=10")
 BUILT_INS = ("kmeans", "agglomerative", "gmm", "spectral", "hdbscan")
@@ -86,7 +85,7 @@ class _DenseOnly(Clusterer):
         return np.arange(X.shape[0]) % self.n_clusters
 
 
-class _TestClusterers:
+class _ClustererPlugin:
     @hookimpl
     def register_clusterers(register):
         register(_EveryFifthIsNoise)
@@ -94,8 +93,8 @@ class _TestClusterers:
 
 
 @pytest.fixture
-def test_clusterers():
-    name = plugins.register_plugin(_TestClusterers, name="test-clusterers", provider="tests")
+def noisy_clusterers():
+    name = plugins.register_plugin(_ClustererPlugin, name="test-clusterers", provider="tests")
     _DenseOnly.seen = []
     yield
     plugins.unregister_plugin(name)
@@ -211,7 +210,7 @@ def test_noise_is_left_out_of_the_silhouette_and_the_confusion_matrix():
     assert noise_counts(true, pred, 2).tolist() == [1, 1]
 
 
-def test_noise_is_reported_per_seed_in_json_csv_table_and_plots(catalog, tmp_path, test_clusterers):
+def test_noise_is_reported_per_seed_in_json_csv_table_and_plots(catalog, tmp_path, noisy_clusterers):
     out = tmp_path / "out"
     config = EvaluationConfig(seeds=(0, 1), cluster_on=("reduced", "tsne"), n_jobs=1,
                               clusterers=("kmeans", "fifth-noise"), **FAST)
@@ -295,7 +294,7 @@ def test_parallel_jobs_run_every_clusterer_alike(catalog):
                                                    "tfidf:min_df=1 / hdbscan:min_cluster_size=4"}
 
 
-def test_dense_only_clusterers_get_the_sparse_raw_space_densified(catalog, test_clusterers):
+def test_dense_only_clusterers_get_the_sparse_raw_space_densified(catalog, noisy_clusterers):
     config = EvaluationConfig(seeds=(0,), cluster_on=("raw",), n_jobs=1,
                               clusterers=("dense-only", "kmeans"), **FAST)
     report = evaluate_combinations(catalog, text=["tfidf:min_df=1"], config=config)

@@ -18,7 +18,7 @@ from placedemarche.data import datasets
 from placedemarche.data.catalog import load_catalog
 from placedemarche.data.datasets import DatasetError, data_home, dataset_path, download_dataset, resolve_data
 
-from conftest import free_port
+from helpers import free_port
 
 CSV_MEMBER = "Flipkart/flipkart_com-ecommerce_sample_1050.csv"
 CSV = (b"uniq_id,product_name,description,image,product_category_tree\n"

@@ -9,9 +9,7 @@ import pytest
 import scipy.sparse
 from click.testing import CliRunner
 
-from placedemarche import ImageExtractor, hookimpl
 from placedemarche.cli.main import cli
-from placedemarche.core import plugins
 from placedemarche.features.cache import FeatureCache
 from placedemarche.data.catalog import load_catalog
 from placedemarche.core.errors import PlaceDeMarcheError
@@ -20,30 +18,7 @@ from placedemarche.report.evaluation import write_evaluation_report
 from placedemarche.evaluate.fusion import scale_rows
 from placedemarche.evaluate.metrics import matched_confusion, score_clustering
 
-
-class MeanColour(ImageExtractor):
-    name = "mean-colour"
-    description = "Mean BGR colour of the image (test plugin)"
-
-    def transform(self, X):
-        import cv2
-
-        return np.array([cv2.imread(str(p)).reshape(-1, 3).mean(0) for p in X], dtype=np.float32)
-
-
-class _Plugin:
-    @staticmethod
-    @hookimpl
-    def register_image_extractors(register):
-        register(MeanColour)
-
-
-@pytest.fixture
-def mean_colour():
-    name = plugins.register_plugin(_Plugin, name="mean-colour-plugin", provider="tests")
-    yield
-    plugins.unregister_plugin(name)
-
+from helpers import MeanColour
 
 FAST = EvaluationConfig(seeds=(0, 1), perplexity=5.0, reducer="pca:n_components=10")
 

@@ -20,7 +20,6 @@ from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinat
 from placedemarche.report.evaluation import write_evaluation_report
 from placedemarche.core.progress import reporting
 
-from test_evaluate import mean_colour  # noqa: F401  (fixture)
 
 FAST = dict(perplexity=5.0, reducer="pca:n_components=10")
 
@@ -260,7 +259,7 @@ def test_api_validates_the_catalogue_on_entry(tiny_catalog, mean_colour):
 
 
 def test_readme_api_example_runs_as_written(tmp_path, monkeypatch):
-    from conftest import FLIPKART, REPO
+    from helpers import FLIPKART, REPO
 
     if not (FLIPKART / "flipkart_com-ecommerce_sample_1050.csv").is_file():
         pytest.skip(f"shared Flipkart sample not found in {FLIPKART} (set PM_SHARED)")

@@ -25,7 +25,7 @@ from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinat
 from placedemarche.report.evaluation import write_evaluation_report
 from placedemarche.evaluate.metrics import score_clustering
 
-from conftest import CATEGORY_WORDS
+from helpers import CATEGORY_WORDS
 
 NOISE_WORDS = "great new offer quality price online buy best brand genuine product free".split()
 FAST = dict(perplexity=5.0, reducer="pca:n_components=10", seeds=(0,))

@@ -20,8 +20,7 @@ from placedemarche.report.evaluation import write_evaluation_report
 from placedemarche.report.html_page import script_json
 from placedemarche.report.html_training import write_training_html
 
-from conftest import make_catalog
-from test_evaluate import _Plugin  # the mean-colour test image extractor
+from helpers import MeanColourPlugin, make_catalog
 
 EVIL_NAME = "<script>alert(1)</script>"
 EVIL_CATEGORY = "Baby <b>Care</b> & Co"
@@ -51,7 +50,7 @@ def evaluation(tmp_path_factory):
     """One evaluation (text, image and fused runs) shared by the tests of this module."""
     root = tmp_path_factory.mktemp("html-evaluation")
     catalog = load_catalog(_evil_catalog(root / "data")).validated()
-    name = plugins.register_plugin(_Plugin, name="html-report-test-plugin", provider="tests")
+    name = plugins.register_plugin(MeanColourPlugin, name="html-report-test-plugin", provider="tests")
     try:
         report = evaluate_combinations(catalog, text=["tfidf:min_df=1"], image=["mean-colour"],
                                        config=FAST)
@@ -65,7 +64,7 @@ def evaluation(tmp_path_factory):
 def training(tmp_path_factory):
     root = tmp_path_factory.mktemp("html-training")
     catalog = load_catalog(_evil_catalog(root / "data")).validated()
-    name = plugins.register_plugin(_Plugin, name="html-report-test-plugin", provider="tests")
+    name = plugins.register_plugin(MeanColourPlugin, name="html-report-test-plugin", provider="tests")
     try:
         result = train(catalog, TrainConfig(text="tfidf:min_df=1", image="mean-colour", folds=3),
                        out=root / "model")

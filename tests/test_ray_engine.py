@@ -19,7 +19,7 @@ from placedemarche.features.driver import get_engine
 from placedemarche.core.errors import MissingDependencyError, PlaceDeMarcheError
 from placedemarche.core.plugins import create_plugin
 
-from conftest import free_port, make_catalog
+from helpers import free_port, make_catalog
 
 pytest.importorskip("ray.data")
 # test plugins defined here travel to the workers by value (they cannot import this module)

@@ -70,7 +70,7 @@ def test_same_random_state_same_features_whatever_the_threads(tiny_paths):
 
 
 def test_vocabulary_and_idf_come_from_fit_images_only(tiny_catalog, tiny_paths, tmp_path):
-    from conftest import make_catalog
+    from helpers import make_catalog
 
     ext = create_plugin("image", SMALL).fit(tiny_paths[:12])  # two of the three categories
     centres, idf = ext.vocabulary_.cluster_centers_.copy(), ext.idf_.copy()

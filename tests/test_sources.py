@@ -27,7 +27,7 @@ from placedemarche.data.collect import collect, state_path
 from placedemarche.core.errors import SourceError
 from placedemarche.core.plugins import create_plugin
 
-from conftest import free_port
+from helpers import free_port
 
 PAGE_SIZE = 3
 TOTAL = 8

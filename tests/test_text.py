@@ -11,6 +11,8 @@ import pytest
 
 from placedemarche.data import text as textmod
 
+from helpers import FLIPKART, NLTK_DATA, reference_filter, reference_normalise, reference_word_tokens
+
 
 @pytest.fixture
 def fresh_text(monkeypatch):
@@ -26,8 +28,6 @@ def fresh_text(monkeypatch):
 
 @pytest.fixture
 def nltk_data():
-    from conftest import NLTK_DATA
-
     if not NLTK_DATA.is_dir():
         pytest.skip("shared NLTK data not found")
     return NLTK_DATA
@@ -57,43 +57,6 @@ def test_numbers_and_short_tokens_dropped(fresh_text, tmp_path):
         assert mod.TextPreprocessor(normalise="none")("Rs. 899 x 2 pack") == ["rs", "pack"]
         assert mod.TextPreprocessor(normalise="none", keep_numbers=True)("Rs 899") == ["rs", "899"]
         assert mod.TextPreprocessor().many(["Rs 899 towels", ""]) == [["rs", "towels"], []]
-
-
-# -- the reference: TextPreprocessor.__call__ as it was before caching, built from NLTK directly --
-
-def reference_word_tokens(text: str, lowercase: bool = True, language: str = "english") -> list[str]:
-    from nltk.tokenize import word_tokenize
-
-    return word_tokenize(text.lower() if lowercase else text, language=language)
-
-
-def reference_filter(tokens, stopwords="english", normalise="lemma", min_length=2,
-                     keep_numbers=False, language="english") -> list[str]:
-    from nltk.corpus import stopwords as nltk_stopwords
-    from nltk.stem import WordNetLemmatizer
-    from nltk.stem.snowball import SnowballStemmer
-
-    drop = frozenset(nltk_stopwords.words(stopwords)) if stopwords else frozenset()
-    norm = {"none": lambda token: token, "stem": SnowballStemmer(language).stem,
-            "lemma": WordNetLemmatizer().lemmatize if language == "english" else lambda token: token,
-            }[normalise]
-    out = []
-    for token in tokens:
-        token = token.strip("'\u2019")
-        if not any(ch.isalnum() for ch in token):
-            continue
-        if not keep_numbers and not any(ch.isalpha() for ch in token):
-            continue
-        if len(token) < min_length or token in drop:
-            continue
-        token = norm(token)
-        if len(token) >= min_length and token not in drop:
-            out.append(token)
-    return out
-
-
-def reference_normalise(text: str, lowercase: bool = True, language: str = "english", **params) -> list[str]:
-    return reference_filter(reference_word_tokens(text, lowercase, language), language=language, **params)
 
 
 PARAMS = [dict(), dict(normalise="stem"), dict(normalise="none", stopwords=None),
@@ -133,8 +96,6 @@ def adversarial_texts(n: int, seed: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def flipkart_sample():
-    from conftest import FLIPKART, NLTK_DATA
-
     if not NLTK_DATA.is_dir() or not (FLIPKART / "flipkart_com-ecommerce_sample_1050.csv").is_file():
         pytest.skip("shared Flipkart sample or NLTK data not found")
     from placedemarche.data.catalog import load_catalog

@@ -128,8 +128,7 @@ def test_flipkart_vectors_cluster_by_category(flipkart_dir):
 
 
 def test_fit_transform_equals_fit_then_transform_on_the_reference_tokens():
-    from conftest import NLTK_DATA
-    from test_text import reference_normalise
+    from helpers import NLTK_DATA, reference_normalise
 
     if not NLTK_DATA.is_dir():
         pytest.skip("shared NLTK data not found")
