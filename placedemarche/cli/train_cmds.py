@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from placedemarche.cli.options import catalog_options, category_options, extractor_options, features_option
+from placedemarche.cli.feedback_cmd import feedback_option, load_training_catalog
 
 
 @click.command("train")
@@ -50,12 +51,13 @@ from placedemarche.cli.options import catalog_options, category_options, extract
               help="Model directory to write (default: pm-results/model-<time>).")
 @click.option("--no-cache", is_flag=True, help="Recompute features instead of using the cache.")
 @features_option
+@feedback_option
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @category_options("the number of --folds, at least 2")
 @catalog_options
 def train(text, image, text_field, classifier, C, fusion, folds, seed, class_weight, finetune, unfreeze,
           epochs, finetune_epochs, lr, finetune_lr, batch_size, augment, views, patience, out, no_cache,
-          features_store, no_progress, **catalog_kwargs):
+          features_store, feedback_db, no_progress, **catalog_kwargs):
     """Train a category classifier, cross-validate it, and save it for `pm predict`.
 
     Frozen features of --text and/or --image extractors (repeat an option to combine several)
@@ -81,7 +83,7 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     from placedemarche.core.errors import PlaceDeMarcheError
     from placedemarche.cli.options import choose_categories
     from placedemarche.features.extraction import features_from
-    from placedemarche.cli.options import load_catalog_from_options, print_catalog_notes, store_specs
+    from placedemarche.cli.options import print_catalog_notes, store_specs
     from placedemarche.cli.render import console, err_console, progress_bars
 
     if features_store:
@@ -100,8 +102,8 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     config = TrainConfig(text=list(text) or None, image=list(image) or None, text_field=text_field, classifier=classifier, C=C,
                          fusion=fusion, folds=folds, seed=seed, class_weight=class_weight, finetune=tuning)
     config.check()
-    catalog = load_catalog_from_options({**catalog_kwargs, "text_field": text_field},
-                                        text=bool(text), image=bool(image), labels=True)
+    catalog = load_training_catalog(catalog_kwargs, text_field=text_field, text=bool(text), image=bool(image),
+                                    feedback_db=feedback_db)
     print_catalog_notes(catalog, text_field if text else None, bool(image))
     source = None
     if features_store:
