@@ -12,7 +12,6 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -36,10 +35,11 @@ TOTAL = 8
 @pytest.fixture(autouse=True)
 def slept(monkeypatch):
     """Every wait a client asks for (rate limit, backoff, Retry-After), without waiting; the
-    clients' clock moves on by the waits, as if they had been slept."""
+    clients' clock moves only by the waits, as if they had been slept, so the times the
+    messages report are exact however fast the machine is."""
     waits: list[float] = []
     monkeypatch.setattr(http, "default_sleep", waits.append)
-    monkeypatch.setattr(http, "default_clock", lambda: time.monotonic() + sum(waits))
+    monkeypatch.setattr(http, "default_clock", lambda: sum(waits))
     return waits
 
 
@@ -242,21 +242,38 @@ def test_resume_refuses_other_settings_and_nothing_to_resume(httpserver, tmp_pat
     assert ids(out) == ALL_IDS[:2]
 
 
-def test_timeout_is_retried_then_reported(httpserver, tmp_path, slept):
+def test_timeout_is_retried_then_reported(httpserver, tmp_path, slept, monkeypatch):
+    # The slow handler answers only once the client has given up (it then backs off: its sleep
+    # releases the handler), so the timeout happens however slow or loaded the machine is; the
+    # client's timeout is long enough for the answers that should arrive in time.
+    gave_up = threading.Semaphore(0)
+
+    def sleep(seconds):
+        slept.append(seconds)
+        gave_up.release()
+
     def slow(request):
-        time.sleep(0.4)
+        gave_up.acquire(timeout=60)  # a bound in case the test fails before releasing it
         return Response(json.dumps({"count": 0, "products": []}), content_type="application/json")
+
+    monkeypatch.setattr(http, "default_sleep", sleep)
     httpserver.expect_oneshot_request("/cgi/search.pl").respond_with_handler(slow)
     httpserver.expect_oneshot_request("/cgi/search.pl").respond_with_json(off_page(1, "http://x"))
-    source = off(httpserver, timeout=0.3, max_retries=1, page_size=10)
+    source = off(httpserver, timeout=1.5, max_retries=1, page_size=10)
     summary = collect(source, "champagne", tmp_path / "a.csv", limit=2)
     assert summary.products == 2 and summary.retries == 1
-    assert source.client_.waits[0][0] == "retry after timeout (no answer within 0.3 s)"
+    assert source.client_.waits == [("retry after timeout (no answer within 1.5 s)", 2.0)]
 
     httpserver.clear()
+    slept.clear()
     httpserver.expect_request("/cgi/search.pl").respond_with_handler(slow)
-    with pytest.raises(SourceError, match=r"page 1: timeout \(no answer within 0.3 s\) after 1 retry over "):
-        collect(off(httpserver, timeout=0.3, max_retries=1), "champagne", tmp_path / "b.csv")
+    try:
+        with pytest.raises(SourceError) as info:
+            collect(off(httpserver, timeout=1.5, max_retries=1), "champagne", tmp_path / "b.csv")
+    finally:
+        gave_up.release()  # the second slow answer: the client gave up without backing off
+    assert str(info.value) == ("openfoodfacts page 1: timeout (no answer within 1.5 s) after 1 retry over 2 s; "
+                               "nothing was written")
 
 
 def test_malformed_json_and_empty_results(httpserver, tmp_path):
@@ -601,7 +618,7 @@ def test_connection_closed_mid_body_is_retried_and_reported_cleanly(tmp_path, sl
     finally:
         server.close()
     assert re.match(rf"openfoodfacts page 1: connection closed mid-response \({sent} of 1000 bytes "
-                    r"received\) after 2 retries over 1\.\d s; nothing was written$", str(info.value))
+                    r"received\) after 2 retries over 1\.5 s; nothing was written$", str(info.value))
     assert "IncompleteRead" not in str(info.value) and slept == [0.5, 1.0]
 
 
