@@ -52,10 +52,10 @@ def test_image_fingerprint_follows_content_not_name(tmp_path):
 
 def test_dense_roundtrip_damaged_entry_and_clear(tmp_path):
     cache = FeatureCache(tmp_path)
-    path = cache.save("ab" + "0" * 62, np.arange(6, dtype=np.float32).reshape(3, 2))
-    assert np.array_equal(cache.load("ab" + "0" * 62), np.arange(6).reshape(3, 2))
+    path = cache.arrays.save("ab" + "0" * 62, np.arange(6, dtype=np.float32).reshape(3, 2))
+    assert np.array_equal(cache.arrays.load("ab" + "0" * 62), np.arange(6).reshape(3, 2))
     path.write_bytes(b"garbage")
-    assert cache.load("ab" + "0" * 62) is None  # recomputed rather than crashing
+    assert cache.arrays.load("ab" + "0" * 62) is None  # recomputed rather than crashing
     assert cache.clear().entries == 1
     assert cache.info().entries == 0
 
@@ -110,9 +110,9 @@ DAMAGE = {
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_any_damaged_entry_loads_as_missing(tmp_path, make, damage):
     cache = FeatureCache(tmp_path)
-    data = cache.save(KEY, make())
+    data = cache.arrays.save(KEY, make())
     DAMAGE[damage](data, data.with_suffix(".json"))
-    assert cache.load(KEY) is None
+    assert cache.arrays.load(KEY) is None
     assert cache.info(verify=True).damaged == 1
 
 
@@ -120,8 +120,8 @@ def test_any_damaged_entry_loads_as_missing(tmp_path, make, damage):
 def test_save_then_load_gives_back_the_same_array(tmp_path, make):
     cache = FeatureCache(tmp_path)
     original = make()
-    cache.save(KEY, original, meta={"plugin": "test"})
-    loaded = cache.load(KEY)
+    cache.arrays.save(KEY, original, meta={"plugin": "test"})
+    loaded = cache.arrays.load(KEY)
     assert loaded.shape == original.shape and loaded.dtype == original.dtype
     dense = lambda m: m.toarray() if scipy.sparse.issparse(m) else np.asarray(m)  # noqa: E731
     assert scipy.sparse.issparse(loaded) == scipy.sparse.issparse(original)
@@ -145,15 +145,15 @@ def test_truncated_sparse_entry_is_recomputed_and_overwritten(tmp_path):
                                    RuntimeError("bad")], ids=type)
 def test_any_decoding_error_loads_as_missing(tmp_path, monkeypatch, error):
     cache = FeatureCache(tmp_path)
-    cache.save(KEY, _dense())
-    cache.save(KEY[::-1], _sparse())
+    cache.arrays.save(KEY, _dense())
+    cache.arrays.save(KEY[::-1], _sparse())
 
     def fail(*args, **kwargs):
         raise error
 
     monkeypatch.setattr(np, "load", fail)
     monkeypatch.setattr(scipy.sparse, "load_npz", fail)
-    assert cache.load(KEY) is None and cache.load(KEY[::-1]) is None
+    assert cache.arrays.load(KEY) is None and cache.arrays.load(KEY[::-1]) is None
 
 
 def test_entry_of_the_previous_version_is_kept_and_given_a_checksum(tmp_path):
@@ -163,12 +163,12 @@ def test_entry_of_the_previous_version_is_kept_and_given_a_checksum(tmp_path):
     old.parent.mkdir()
     np.save(old, _dense())
     old.with_suffix(".json").write_text(json.dumps({"plugin": "tfidf", "rows": 4}))
-    assert np.array_equal(cache.load(KEY), _dense())
+    assert np.array_equal(cache.arrays.load(KEY), _dense())
     entry = json.loads(old.with_suffix(".json").read_text())
     assert entry["meta"] == {"plugin": "tfidf", "rows": 4} and len(entry["sha256"]) == 64
     # from now on it is checked like any entry
     old.write_bytes(old.read_bytes()[:-4] + b"\xff\xff\xff\xff")
-    assert cache.load(KEY) is None
+    assert cache.arrays.load(KEY) is None
 
 
 def test_damaged_entry_of_the_previous_version_is_recomputed(tmp_path):
@@ -180,17 +180,17 @@ def test_damaged_entry_of_the_previous_version_is_recomputed(tmp_path):
     scipy.sparse.save_npz(old, scipy.sparse.csr_matrix(_dense()))
     old.write_bytes(old.read_bytes()[:50])  # the truncated .npz that broke every run
     old.with_suffix(".json").write_text(json.dumps({"plugin": "tfidf", "rows": 4}))
-    assert cache.load(KEY) is None
-    cache.save(KEY, _dense())
-    assert np.array_equal(cache.load(KEY), _dense())
+    assert cache.arrays.load(KEY) is None
+    cache.arrays.save(KEY, _dense())
+    assert np.array_equal(cache.arrays.load(KEY), _dense())
 
 
 def test_a_save_interrupted_before_its_metadata_leaves_no_usable_entry(tmp_path, monkeypatch):
-    from placedemarche.features import cache as cache_module
+    from placedemarche.features import store as store_module
     from placedemarche.core.files import atomic_writer as real
 
     cache = FeatureCache(tmp_path)
-    cache.save(KEY, np.ones((4, 3), np.float32))
+    cache.arrays.save(KEY, np.ones((4, 3), np.float32))
 
     def dying_on_metadata(path, *args, **kwargs):
         if Path(path).suffix == ".json":
@@ -198,18 +198,18 @@ def test_a_save_interrupted_before_its_metadata_leaves_no_usable_entry(tmp_path,
         return real(path, *args, **kwargs)
 
     # raising=False: so that this test fails, rather than errors, on a cache without atomic_writer
-    monkeypatch.setattr(cache_module, "atomic_writer", dying_on_metadata, raising=False)
+    monkeypatch.setattr(store_module, "atomic_writer", dying_on_metadata, raising=False)
     with pytest.raises(KeyboardInterrupt):
-        cache.save(KEY, _dense())
-    assert cache.load(KEY) is None  # new data, old metadata: not trusted
+        cache.arrays.save(KEY, _dense())
+    assert cache.arrays.load(KEY) is None  # new data, old metadata: not trusted
 
 
 def test_cache_files_honour_the_umask(tmp_path):
     cache = FeatureCache(tmp_path / "c")
     previous = os.umask(0o022)
     try:
-        cache.save(KEY, _dense(), meta={"plugin": "x"})
-        cache.save(KEY[::-1], _sparse())
+        cache.arrays.save(KEY, _dense(), meta={"plugin": "x"})
+        cache.arrays.save(KEY[::-1], _sparse())
         cache.save_features(KEY[:-1] + "2", _dense(), meta={"plugin": "x"})
     finally:
         os.umask(previous)
@@ -229,7 +229,7 @@ def _leftover_temp_files(root):
 
 def test_clear_removes_temporary_files_too(tmp_path):
     cache = FeatureCache(tmp_path)
-    cache.save(KEY, _dense())
+    cache.arrays.save(KEY, _dense())
     leftovers = _leftover_temp_files(tmp_path)
     info = cache.info()
     assert info.entries == 1 and info.temp_files == 2
@@ -245,8 +245,8 @@ def test_cli_cache_info_counts_damaged_entries_and_clear_removes_leftovers(tmp_p
 
     monkeypatch.setenv("PM_CACHE_DIR", str(tmp_path / "c"))
     cache = FeatureCache(tmp_path / "c")
-    cache.save(KEY, _dense())
-    _truncate(cache.save(KEY[::-1], _sparse()))
+    cache.arrays.save(KEY, _dense())
+    _truncate(cache.arrays.save(KEY[::-1], _sparse()))
     extract_features(create_plugin("text", "tfidf:min_df=1"), TEXTS, cache=cache)
     (shard,) = (tmp_path / "c").rglob("part-*.parquet")
     _flip_a_bit(shard)
@@ -299,10 +299,10 @@ def _as_dense(matrix):
 
 @pytest.mark.parametrize("storage", list(EXTRACTORS))
 def test_features_round_trip_through_a_feature_set(tmp_path, storage, monkeypatch):
-    from placedemarche.features import cache_sets
+    from placedemarche.features import store as store_module
     from placedemarche.features.store import FeatureSet
 
-    monkeypatch.setattr(cache_sets, "CACHE_SHARD_ROWS", 3)  # 4 rows: two shards
+    monkeypatch.setattr(store_module, "CACHE_SHARD_ROWS", 3)  # 4 rows: two shards
     cache = FeatureCache(tmp_path)
     first = extract_features(EXTRACTORS[storage](), TEXTS, cache=cache)
     second = extract_features(EXTRACTORS[storage](), TEXTS, cache=cache)
@@ -360,7 +360,7 @@ def test_a_feature_entry_of_the_npy_format_is_read_then_migrated(tmp_path, stora
     old = extractor.fit_transform(TEXTS)
     old = old.tocsr() if scipy.sparse.issparse(old) else np.asarray(old, dtype=np.float32)
     meta = {"plugin": extractor.name, "rows": len(TEXTS)}
-    data = cache.save(key, old, meta=meta)
+    data = cache.arrays.save(key, old, meta=meta)
     if version == "first":  # metadata without a version or checksum
         data.with_suffix(".json").write_text(json.dumps(meta))
     assert data.suffix == (".npz" if storage == "sparse" else ".npy")
@@ -381,7 +381,7 @@ def test_a_feature_entry_of_the_npy_format_is_read_then_migrated(tmp_path, stora
 def test_a_damaged_feature_entry_of_the_npy_format_is_recomputed(tmp_path):
     cache = FeatureCache(tmp_path)
     key = extractor_key(DenseWords(), fingerprint_texts(TEXTS))
-    _truncate(cache.save(key, DenseWords().fit_transform(TEXTS).astype(np.float32)))
+    _truncate(cache.arrays.save(key, DenseWords().fit_transform(TEXTS).astype(np.float32)))
     found = extract_features(DenseWords(), TEXTS, cache=cache)
     assert not found.from_cache
     assert extract_features(DenseWords(), TEXTS, cache=cache).from_cache
@@ -409,11 +409,35 @@ def test_an_interrupted_set_save_is_damaged_and_clear_removes_it(tmp_path, monke
 
 
 def test_a_feature_set_of_other_rows_is_not_used(tmp_path):
-    from placedemarche.features.cache_sets import feature_set_path, load_feature_set
-
     cache = FeatureCache(tmp_path)
     first = extract_features(DenseWords(), TEXTS, cache=cache)
-    path = feature_set_path(tmp_path, first.key)
-    assert load_feature_set(path, first.key, rows=len(TEXTS) + 1) is None
-    assert load_feature_set(path, first.key[::-1], rows=len(TEXTS)) is None
+    assert cache.load_features(first.key, rows=len(TEXTS) + 1) is None
+    # a set moved under another key (a hand-made copy) is not another key's features
+    moved = cache.keyed_path(first.key[::-1])
+    moved.parent.mkdir(parents=True, exist_ok=True)
+    cache.keyed_path(first.key).rename(moved)
+    assert cache.load_features(first.key[::-1], rows=len(TEXTS)) is None
+    cache.keyed_path(first.key).parent.mkdir(parents=True, exist_ok=True)
+    moved.rename(cache.keyed_path(first.key))
     assert cache.load_features(first.key, rows=len(TEXTS)) is not None
+
+
+def test_the_cache_is_a_content_addressed_feature_store(tmp_path, tiny_catalog):
+    # one store concept: the cache is a FeatureStore, and any store (a pm extract one here)
+    # keeps content-addressed sets and arrays beside its named sets
+    from placedemarche.data.catalog import load_catalog
+    from placedemarche.features.driver import extract_to_store
+    from placedemarche.features.store import FeatureStore
+
+    assert isinstance(FeatureCache(tmp_path / "c"), FeatureStore)
+    catalog = load_catalog(tiny_catalog)
+    extract_to_store(catalog, ["char-ngrams:n_features=64"], [], tmp_path / "store")
+    store = FeatureStore(tmp_path / "store")
+    first = extract_features(DenseWords(), TEXTS, cache=store)
+    store.arrays.save(KEY, _dense(), meta={"what": "tsne-embedding"})
+    again = FeatureStore(tmp_path / "store")
+    assert extract_features(DenseWords(), TEXTS, cache=again).from_cache and not first.from_cache
+    assert np.array_equal(again.arrays.load(KEY), _dense())
+    assert [s.spec for s in again.sets()] == ["char-ngrams:n_features=64"]  # the named sets only
+    info = again.info(verify=True)
+    assert (info.feature_sets, info.array_files, info.damaged, info.temp_files) == (2, 1, 0, 0)

@@ -10,7 +10,8 @@ import scipy.sparse
 
 from placedemarche.data.catalog import load_catalog
 from placedemarche.features.driver import extract_to_store
-from placedemarche.features.store import FeatureSet, FeatureStore, StoreError, decode_shard, encode_shard
+from placedemarche.features.sets import FeatureSet, StoreError, decode_shard, encode_shard
+from placedemarche.features.store import FeatureStore
 
 
 def _empty_set(tmp_path, name="s") -> FeatureSet:
@@ -176,7 +177,7 @@ def test_pm_extract_hands_threads_and_runtime_env_to_the_ray_engine(tiny_catalog
     from click.testing import CliRunner
 
     from placedemarche.cli.main import cli
-    from placedemarche.features import ray_engine
+    from placedemarche.features import driver
     from placedemarche.features.engines import LocalEngine
 
     made = []
@@ -187,7 +188,7 @@ def test_pm_extract_hands_threads_and_runtime_env_to_the_ray_engine(tiny_catalog
         def __init__(self, **options):
             made.append(options)
 
-    monkeypatch.setattr(ray_engine, "RayEngine", RecordingRay)
+    monkeypatch.setattr(driver, "RayEngine", RecordingRay)  # what get_engine("ray") makes
     result = CliRunner().invoke(cli, ["extract", "--text", "char-ngrams", "--data", str(tiny_catalog),
                                       "--out", str(tmp_path / "store"), "--engine", "ray", "--no-progress",
                                       "--threads-per-worker", "2", "--runtime-env", '{"env_vars": {"A": "1"}}'])

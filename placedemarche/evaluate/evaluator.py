@@ -32,12 +32,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from placedemarche.features.cache import FeatureCache
+from placedemarche.features.store import FeatureStore
 from placedemarche.data.catalog import Catalog
 from placedemarche.evaluate.clusterer_plans import clusterer_notes, clusterer_plans, dense_for
 from placedemarche.core.errors import PlaceDeMarcheError
 from placedemarche.evaluate.results import EvaluationConfig, EvaluationReport, RunResult, SpaceResult
 from placedemarche.features.extraction import Features, extract_features, extractor_inputs
+from placedemarche.evaluate.levels import add_level_scores
 from placedemarche.evaluate.fusion import fuse_blocks, reduce_features, scale_rows, tsne_input_for
 from placedemarche.evaluate.metrics import matched_confusion, n_clusters_of, noise_counts, score_clustering
 from placedemarche.core.plugins import create_plugin
@@ -84,7 +85,7 @@ def evaluate_combinations(
     image: Sequence[str] = (),
     *,
     config: EvaluationConfig | None = None,
-    cache: FeatureCache | None = None,
+    cache: FeatureStore | None = None,
     fuse: bool = True,
     progress: Reporter | None = None,
 ) -> EvaluationReport:
@@ -137,6 +138,7 @@ def evaluate_combinations(
 
     prepared = [_prepare_run(t, i, features, config) for t, i in combos]
     runs = _cluster_runs(prepared, features, y, plans, config, cache, plan)
+    add_level_scores(runs, categories, y, catalog.category_info.get("level", 1))
     runs.sort(key=lambda r: (-_nan_low(r.mean("ari")), r.name))
 
     report = EvaluationReport(
@@ -145,7 +147,7 @@ def evaluate_combinations(
                  "text_field": config.text_field if text else None,
                  "text_columns": catalog.text_columns(config.text_field) if text else [],
                  "image_column": catalog.columns.get("image") if image else None,
-                 "dropped": len(catalog.dropped),
+                 "dropped": len(catalog.dropped), "category": catalog.category_info,
                  "dropped_rows": [{"id": p.row_id, "line": p.line, "problem": p.problem}
                                   for p in catalog.dropped]},
         scale=plan.describe(), plot_sample=plan.sample,
@@ -295,7 +297,7 @@ def default_jobs() -> int:
 
 
 def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, plans, config: EvaluationConfig,
-                  cache: FeatureCache | None, scale: ScalePlan) -> list[RunResult]:
+                  cache: FeatureStore | None, scale: ScalePlan) -> list[RunResult]:
     """Run every (feature combination, seed) job, several at once, reusing cached t-SNE maps;
     each job runs every clusterer. One RunResult per combination x clusterer."""
     seeds = list(config.seeds)
@@ -309,7 +311,7 @@ def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, plans, 
             if key is None:
                 continue
             keys[(r, seed)] = key
-            xy = cache.load(key)
+            xy = cache.arrays.load(key)
             if xy is not None and getattr(xy, "shape", None) == (len(y), 2):
                 cached_xy[(r, seed)] = np.asarray(xy, dtype=np.float32)
     known: dict[tuple[int, int], dict] = {job: {} for job in jobs}
@@ -322,7 +324,7 @@ def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, plans, 
                     if key is None:
                         continue
                     label_keys[(r, seed, c, space)] = key
-                    labels = cache.load(key)
+                    labels = cache.arrays.load(key)
                     if labels is not None and getattr(labels, "shape", None) == (len(y),):
                         known[(r, seed)][(c, space)] = np.asarray(labels)
     n_jobs = min(config.n_jobs or default_jobs(), len(jobs))
@@ -355,13 +357,14 @@ def _cluster_runs(prepared: list[_PreparedRun], features, y: np.ndarray, plans, 
         for r, seed, computed, labels, scores in outcomes:
             results[(r, seed)] = (computed, labels, scores)
             if computed is not None and (r, seed) in keys:
-                cache.save(keys[(r, seed)], computed, meta={"what": "tsne-embedding", "run": prepared[r].name,
-                                                            "seed": seed, "perplexity": config.perplexity})
+                cache.arrays.save(keys[(r, seed)], computed, meta={
+                    "what": "tsne-embedding", "run": prepared[r].name, "seed": seed, "perplexity": config.perplexity})
             for (c, space), found in labels.items():
                 key = label_keys.get((r, seed, c, space))
                 if key is not None and (c, space) not in known[(r, seed)]:
-                    cache.save(key, found, meta={"what": "cluster-labels", "run": prepared[r].name,
-                                                 "clusterer": config.clusterers[c], "space": space, "seed": seed})
+                    cache.arrays.save(key, found, meta={"what": "cluster-labels", "run": prepared[r].name,
+                                                        "clusterer": config.clusterers[c], "space": space,
+                                                        "seed": seed})
             progress.advance(1)
             progress.describe(_job_label(prepared, jobs, len(results), n_jobs))
     clustering_seconds = time.perf_counter() - started

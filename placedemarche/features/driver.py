@@ -30,7 +30,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from placedemarche.features.cache import extractor_key
-from placedemarche.features.store import jsonable
 from placedemarche.data.catalog import Catalog, TextField
 from placedemarche.features.engines import Batch, Engine, LocalEngine
 from placedemarche.features.ray_engine import RayEngine
@@ -38,7 +37,8 @@ from placedemarche.core.errors import PlaceDeMarcheError
 from placedemarche.core.plugins import create_plugin, providing_distribution
 from placedemarche.core.progress import Reporter, reporting, task
 from placedemarche.features.fitted import load_fitted, save_fitted
-from placedemarche.features.store import STORE_FORMAT, FeatureSet, FeatureStore, library_versions
+from placedemarche.features.sets import STORE_FORMAT, FeatureSet, jsonable, library_versions
+from placedemarche.features.store import FeatureStore
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_SHARD_ROWS = 10_000

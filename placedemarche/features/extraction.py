@@ -1,6 +1,7 @@
 """Computing a catalogue's features with an extractor plugin, through the feature cache (a
-feature set per extractor and inputs), or reading them from a feature store (``--features
-STORE``) when :func:`features_from` is active."""
+content-addressed feature store: a set per extractor and inputs), or reading them from a
+feature store that ``pm extract`` filled (``--features STORE``: :func:`store_features` picks
+and aligns the sets, :func:`features_from` makes :func:`extract_features` return them)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from placedemarche.core.base import ImageExtractor, PluginBase, TextExtractor
-from placedemarche.features.cache import FeatureCache, extractor_key, fingerprint_images, fingerprint_texts
-from placedemarche.features.store import jsonable
+from placedemarche.features.cache import extractor_key, fingerprint_images, fingerprint_texts
+from placedemarche.features.sets import jsonable
+from placedemarche.features.store import FeatureStore, StoreError
 from placedemarche.data.catalog import Catalog, TextField
 from placedemarche.core.errors import PlaceDeMarcheError
+from placedemarche.core.plugins import create_plugin
 
 
 @dataclass
@@ -58,7 +61,7 @@ def fingerprint(items: Sequence) -> str:
     return fingerprint_images(items)
 
 
-def extract_features(extractor: PluginBase, items: Sequence, *, cache: FeatureCache | None = None) -> Features:
+def extract_features(extractor: PluginBase, items: Sequence, *, cache: FeatureStore | None = None) -> Features:
     """Fit the extractor on ``items`` and transform them, or reuse cached features.
 
     The matrix is float32 (dense, or scipy CSR), as the feature store keeps it: a cached
@@ -110,12 +113,14 @@ class StoreFeatures:
     :func:`extract_features` returns, inside :func:`features_from`, for the extractors (plugin
     and parameters) they were extracted with."""
 
+    text: tuple[str, ...] = ()  # the text specs in effect (those asked, else every set's)
+    image: tuple[str, ...] = ()
     matrices: dict[str, tuple[Any, str]] = field(default_factory=dict)  # plugin id -> (matrix, key)
-    sets: dict[tuple[str, str], Any] = field(default_factory=dict)  # (kind, spec) -> FeatureSet
+    sets: dict[tuple[str, str], Any] = field(default_factory=dict)  # (kind, spec) -> FeatureSet read
+    refit: list[tuple[str, str]] = field(default_factory=list)  # (kind, spec) fitted by the caller instead
     dropped: list[str] = field(default_factory=list)  # catalogue ids without a feature row
 
     def lookup(self, extractor: PluginBase, rows: int) -> Features | None:
-
         found = self.matrices.get(_plugin_id(extractor.kind, extractor.name, jsonable(extractor.get_params())))
         if found is None:
             return None
@@ -126,36 +131,64 @@ class StoreFeatures:
         return Features(matrix, extractor, True, 0.0, key)
 
 
-def store_features(store, catalog: Catalog, text: Sequence[str], image: Sequence[str],
-                   text_field: TextField = "both") -> tuple[Catalog, StoreFeatures]:
-    """Read the sets of ``text``/``image`` specs from ``store`` (a path or FeatureStore) for the
-    products of ``catalog``; returns the catalogue without the products some set has no row for
-    (failed during extraction, or not extracted), and the features aligned with it.
+def _open_store(store) -> FeatureStore:
+    return store if isinstance(store, FeatureStore) else FeatureStore(store)
+
+
+def store_specs(store, text: Sequence[str] = (), image: Sequence[str] = (),
+                text_field: TextField = "both") -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The extractor specs to read from ``store`` (a path or FeatureStore): those given, else
+    every complete set in it (text sets extracted from ``text_field``)."""
+    if text or image:
+        return tuple(text), tuple(image)
+    store = _open_store(store)
+    complete = [s for s in store.sets() if s.complete]
+    text = tuple(dict.fromkeys(s.spec for s in complete if s.kind == "text"
+                               and s.manifest.get("input", {}).get("text_field") == text_field))
+    image = tuple(dict.fromkeys(s.spec for s in complete if s.kind == "image"))
+    if not text and not image:
+        raise StoreError(f"no complete feature set in {store.root}"
+                         + (f" (text sets for --text-field {text_field})" if complete else "")
+                         + ": fill it with pm extract --out " + str(store.root))
+    return text, image
+
+
+def store_features(store, catalog: Catalog, text: Sequence[str] = (), image: Sequence[str] = (),
+                   text_field: TextField = "both", *, refit_learners: bool = False) -> tuple[Catalog, StoreFeatures]:
+    """Read the sets of the ``text``/``image`` specs (default: every complete set, see
+    :func:`store_specs`) from ``store`` (a path or FeatureStore) for the products of
+    ``catalog``; returns the catalogue without the products some set has no row for (failed
+    during extraction, or not extracted), and the features aligned with it.
+
+    With ``refit_learners`` (training), the extractors that learn from data are not read but
+    listed in ``refit``: the caller fits them on each fold's training rows, since a set fitted
+    on every product would leak the test folds' vocabulary into training.
 
     Usage::
 
         catalog, source = store_features("features/", catalog, ["tfidf"], [])
         with features_from(source):
-            report = evaluate_combinations(catalog, ["tfidf"])
+            report = evaluate_combinations(catalog, source.text, source.image)
     """
-    from placedemarche.features.store import FeatureStore, StoreError
-
-    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
-    source = StoreFeatures()
+    store = _open_store(store)
+    text, image = store_specs(store, text, image, text_field)
+    source = StoreFeatures(text=text, image=image)
     for kind, specs in (("text", text), ("image", image)):
         for spec in specs:
+            if refit_learners and create_plugin(kind, spec).learns_from_data:
+                source.refit.append((kind, spec))
+                continue
             found = store.find(kind, spec, text_field=text_field, ids=catalog.ids)
             if found is None:
                 field_note = f" --text-field {text_field}" if kind == "text" and text_field != "both" else ""
                 raise StoreError(f"no complete '{spec}' {kind} features in {store.root}: extract them with "
                                  f"pm extract --{kind} '{spec}'{field_note} --data CATALOGUE --out {store.root}")
             source.sets[(kind, spec)] = found
-    having = None
-    for found in source.sets.values():
-        ids = set(found.ids())
-        having = ids if having is None else having & ids
-    kept_rows = [i for i, row_id in enumerate(catalog.ids) if having is None or row_id in having]
-    source.dropped = [catalog.ids[i] for i in range(len(catalog)) if having is not None and catalog.ids[i] not in having]
+    if not source.sets:
+        return catalog, source
+    having = set.intersection(*(set(found.ids()) for found in source.sets.values()))
+    kept_rows = [i for i, row_id in enumerate(catalog.ids) if row_id in having]
+    source.dropped = [row_id for row_id in catalog.ids if row_id not in having]
     if not kept_rows:
         raise StoreError(f"no product of {catalog.source or 'the catalogue'} has features in {store.root}: "
                          "was the store extracted from another catalogue?")

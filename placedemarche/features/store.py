@@ -1,24 +1,35 @@
-"""The feature store: a directory of feature sets, each a run of Parquet shards and a manifest.
+"""The feature store: a directory of feature sets (:mod:`placedemarche.features.sets`) and of
+the arrays kept beside them.
 
-A feature set holds one extractor's features for one catalogue: it is keyed by the plugin,
-its parameters (runtime ones included), and a fingerprint of the catalogue rows it read
-(:func:`placedemarche.features.cache.extractor_key`). Its directory holds ``part-00000.parquet``,
-``part-00001.parquet``... (shard ``i`` covers the catalogue rows ``[i * shard_rows, (i + 1) *
-shard_rows)``; rows that gave no features are listed in the manifest, not in the shard),
-``fitted.pkl`` for extractors that learn from data (the plugin fitted once, reused on resume)
-and ``manifest.json``. Every file is written atomically and the manifest after each shard,
-with each shard's sha256: a shard is only read once the manifest vouches for its bytes, so
-an interrupted run resumes at the first missing shard and a damaged shard is recomputed.
+A set is addressed in one of two ways, both by a key hashing the plugin, its parameters
+(runtime ones included) and a fingerprint of its inputs
+(:func:`placedemarche.features.cache.extractor_key`):
 
-Columns: ``id`` (string) and, for dense features, ``features`` (fixed-size list of float32);
-for sparse ones (TF-IDF, bag of words) ``indices`` (list of int32) and ``values`` (list of
-float32), the number of columns being the manifest's ``dims``.
+- by name, as ``pm extract`` writes them: ``<plugin>-<key[:16]>/``, found by the extractor
+  spec (:meth:`FeatureStore.find`), its row ids the catalogue's, with ``fitted.pkl`` for
+  extractors that learn from data (the plugin fitted once, reused on resume);
+- by content, as the feature cache (:class:`placedemarche.features.cache.FeatureCache`, the
+  store at ``PM_CACHE_DIR``) keeps every extraction: ``<key[:2]>/<key>/``
+  (:meth:`FeatureStore.save_features`, :meth:`FeatureStore.load_features`), its row ids the
+  row positions ``"0"``, ``"1"``... of the extractor's inputs.
+
+Arrays that are not feature matrices (t-SNE maps, cluster labels) go through ``store.arrays``
+(:class:`ArrayFiles`): ``<key[:2]>/<key>.npy`` (dense) or ``.npz`` (sparse) and ``<key>.json``
+holding the data file's sha256. Every file is written atomically and nothing is read that
+does not match its recorded sha256: a damaged set or array loads as missing (the caller
+recomputes it) or, for ``pm extract``, is recomputed on resume.
 
 Usage::
 
     store = FeatureStore("features/")
     feature_set = store.find("text", "tfidf")
     ids, matrix = feature_set.read(catalog.ids)  # aligned to the requested ids
+
+    cache = FeatureStore("cache/", create=True)
+    cache.save_features(key, matrix, meta={"plugin": "tfidf"})
+    matrix = cache.load_features(key, rows=matrix.shape[0])  # None when absent or damaged
+    cache.arrays.save(map_key, xy, meta={"what": "tsne-embedding"})
+    xy = cache.arrays.load(map_key)
 """
 
 from __future__ import annotations
@@ -27,323 +38,200 @@ import hashlib
 import io
 import json
 import os
-import time
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from placedemarche.core.errors import PlaceDeMarcheError
+from placedemarche.core.files import atomic_writer
 from placedemarche.core.plugins import create_plugin
-from placedemarche.core.files import atomic_write_bytes, atomic_write_text
+from placedemarche.features.sets import MANIFEST, STORE_FORMAT, FeatureSet, StoreError, jsonable, library_versions
 
-STORE_FORMAT = 1
-MANIFEST = "manifest.json"
 FITTED = "fitted.pkl"
+LOCK = ".lock"
+#: Rows per shard of a content-addressed set: pm extract's default, so one catalogue of the
+#: study is one shard.
+CACHE_SHARD_ROWS = 10_000
+#: The data file of an array, by storage format.
+DATA_SUFFIXES = {"dense": ".npy", "sparse": ".npz"}
+#: Version of the metadata written beside each array; other versions load as missing.
+ENTRY_VERSION = 2
 
 
-
-def jsonable(value: Any) -> Any:
-    """Plugin parameters as plain JSON (sorted keys; anything else by its repr): how a set's
-    manifest and a cache key record them."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in sorted(value.items())}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return repr(value)
-
-class StoreError(PlaceDeMarcheError):
-    """A feature store or one of its sets cannot be used as asked."""
+def is_set_file(path: Path) -> bool:
+    """True for the files a feature set is made of (manifest, shards, fitted plugin, lock)."""
+    return path.name in (MANIFEST, FITTED, LOCK) or (path.suffix == ".parquet" and path.name.startswith("part-"))
 
 
-def shard_name(index: int) -> str:
-    return f"part-{index:05d}.parquet"
+def _is_temp(path: Path) -> bool:
+    # atomic_writer names its temporary files ".<name>.<random>.tmp"; an early version used
+    # ".tmp-<random>.npy": both start with a dot, which entries never do (but a set's lock)
+    return path.name.startswith(".") and path.name != LOCK
 
 
-def library_versions(*extra: str) -> dict[str, str]:
-    """Versions of the libraries that shape the features, for the manifest (none imported)."""
-    import platform
-    from importlib import metadata
-
-    versions = {"python": platform.python_version()}
-    for name in ("placedemarche", "numpy", "scipy", "scikit-learn", "pyarrow", *extra):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return versions
+@lru_cache(maxsize=1)
+def _versions() -> dict[str, str]:
+    # read once per process: looking up package metadata costs more than writing a small set
+    return library_versions()
 
 
-# -- encoding shards ----------------------------------------------------------------------
-def encode_shard(ids: Sequence[str], matrix, dims: int) -> bytes:
-    """Parquet bytes of one shard: ``id`` and the dense ``features`` or sparse ``indices``/``values``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    import scipy.sparse
-
-    # items declared non-null: Parquet then writes no definition level per value (1.5x faster)
-    def items(value_type):
-        return pa.field("item", value_type, nullable=False)
-
-    columns: dict[str, Any] = {"id": pa.array(list(ids), type=pa.string())}
-    if matrix is not None and scipy.sparse.issparse(matrix):
-        csr = matrix.tocsr()
-        csr.sort_indices()
-        offsets = pa.array(csr.indptr.astype(np.int32))
-        columns["indices"] = pa.ListArray.from_arrays(offsets, pa.array(csr.indices.astype(np.int32)),
-                                                      type=pa.list_(items(pa.int32())))
-        columns["values"] = pa.ListArray.from_arrays(offsets, pa.array(csr.data.astype(np.float32)),
-                                                     type=pa.list_(items(pa.float32())))
-    else:
-        dense = np.zeros((0, dims), np.float32) if matrix is None else np.asarray(matrix, np.float32)
-        flat = pa.array(np.ascontiguousarray(dense).reshape(-1), type=pa.float32())
-        columns["features"] = pa.FixedSizeListArray.from_arrays(flat, type=pa.list_(items(pa.float32()), dims))
-    buffer = io.BytesIO()
-    # no dictionary (float features rarely repeat: it only costs time) and no min/max statistics
-    pq.write_table(pa.table(columns), buffer, use_dictionary=False, write_statistics=False)
-    return buffer.getvalue()
+def _positions(start: int, stop: int) -> list[str]:
+    return [str(i) for i in range(start, stop)]
 
 
-def decode_shard(data: bytes, storage: str, dims: int) -> tuple[list[str], Any]:
-    """``(ids, matrix)`` of a shard's Parquet bytes: float32 ndarray, or CSR when sparse."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(pa.BufferReader(data))
-    ids = table.column("id").to_pylist()
-    if storage == "sparse":
-        import scipy.sparse
-
-        indices = table.column("indices").combine_chunks()
-        values = table.column("values").combine_chunks()
-        indptr = np.asarray(indices.offsets, dtype=np.int64) if len(ids) else np.zeros(1, np.int64)
-        matrix = scipy.sparse.csr_matrix(
-            (np.asarray(values.flatten(), np.float32), np.asarray(indices.flatten(), np.int32),
-             indptr - indptr[0]), shape=(len(ids), dims))
-        return ids, matrix
-    flat = table.column("features").combine_chunks().flatten()
-    return ids, np.asarray(flat, dtype=np.float32).reshape(len(ids), dims)
-
-
-# -- one feature set ----------------------------------------------------------------------
-class FeatureSet:
-    """One extractor's features for one catalogue: shards plus ``manifest.json``.
+# -- arrays ---------------------------------------------------------------------------------
+class ArrayFiles:
+    """Arrays by key under a store's root: ``<key>.npy`` for a dense array, ``<key>.npz`` for a
+    sparse matrix, and ``<key>.json``, written after it, holding the data file's sha256, the
+    array's shape and dtype, and the caller's ``meta``. An entry whose metadata is missing,
+    damaged or of another version, or whose data does not match it (a truncated copy, a
+    flipped bit, a crash between the two writes), loads as missing.
 
     Usage::
 
-        feature_set = FeatureStore("features/").sets()[0]
-        for ids, matrix in feature_set.iter_shards():
-            ...
+        store.arrays.save(key, labels, meta={"what": "cluster-labels"})
+        labels = store.arrays.load(key)  # None when absent or damaged
     """
 
-    def __init__(self, path: str | os.PathLike, manifest: dict | None = None):
-        self.path = Path(path)
-        self.manifest = manifest if manifest is not None else self._load_manifest()
+    def __init__(self, root: Path):
+        self.root = root
 
-    def _load_manifest(self) -> dict:
-        file = self.path / MANIFEST
-        try:
-            manifest = json.loads(file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise StoreError(f"cannot read {file}: {exc.strerror or exc}") from None
-        except ValueError:
-            raise StoreError(f"{file} is not a feature-set manifest (invalid JSON)") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
-            raise StoreError(f"{file} is not a feature-set manifest of format {STORE_FORMAT}")
-        return manifest
+    def base(self, key: str) -> Path:
+        """The entry's path without suffix: ``<root>/<key[:2]>/<key>``."""
+        return self.root / key[:2] / key
 
-    # -- what it holds
-    @property
-    def spec(self) -> str:
-        return self.manifest["spec"]
-
-    @property
-    def kind(self) -> str:
-        return self.manifest["kind"]
-
-    @property
-    def complete(self) -> bool:
-        return bool(self.manifest.get("complete"))
-
-    @property
-    def dims(self) -> int | None:
-        return self.manifest.get("dims")
-
-    @property
-    def failed(self) -> list[dict]:
-        """Rows that gave no features: ``{"id": ..., "reason": ...}``, in catalogue order."""
-        return [row for shard in self._shards() for row in shard.get("failed", [])]
-
-    @property
-    def rows_with_features(self) -> int:
-        return sum(shard["features"] for shard in self._shards())
-
-    def _shards(self) -> list[dict]:
-        return [s for s in self.manifest.get("shards", []) if s is not None]
-
-    def save_manifest(self) -> None:
-        self.manifest["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        atomic_write_text(self.path / MANIFEST, json.dumps(self.manifest, indent=1, sort_keys=True))
-
-    # -- shards
-    def shard_entry(self, index: int) -> dict | None:
-        shards = self.manifest.get("shards", [])
-        return shards[index] if index < len(shards) else None
-
-    def shard_ok(self, index: int) -> bool:
-        """True when shard ``index`` is recorded and its file holds exactly the recorded bytes."""
-        return self._verified_bytes(index) is not None
-
-    def _verified_bytes(self, index: int) -> bytes | None:
-        entry = self.shard_entry(index)
-        if entry is None:
-            return None
-        if entry["file"] is None:
-            return b""
-        try:
-            data = (self.path / entry["file"]).read_bytes()
-        except OSError:
-            return None
-        return data if hashlib.sha256(data).hexdigest() == entry["sha256"] else None
-
-    def write_shard(self, index: int, ids: Sequence[str], matrix, failed: Sequence[tuple[str, str]],
-                    first_row: int) -> dict:
-        """Write shard ``index`` atomically, then record it (and its sha256) in the manifest."""
+    def save(self, key: str, array, meta: dict | None = None) -> Path:
+        """Store ``array`` (numpy array or scipy sparse matrix) under ``key``; returns the data file."""
         import scipy.sparse
 
-        if matrix is not None and self.manifest.get("dims") is None:
-            self.manifest["dims"] = int(matrix.shape[1])
-            self.manifest["storage"] = "sparse" if scipy.sparse.issparse(matrix) else "dense"
-        dims = self.manifest.get("dims") or 0
-        if matrix is not None and matrix.shape[1] != dims:
-            raise StoreError(f"{self.spec}: shard {index} has {matrix.shape[1]} columns, the set has {dims}")
-        if matrix is not None and scipy.sparse.issparse(matrix) != (self.manifest["storage"] == "sparse"):
-            matrix = matrix.toarray() if scipy.sparse.issparse(matrix) else scipy.sparse.csr_matrix(matrix)
-        # a shard whose rows all failed has no file: its storage may not be known yet
-        data = encode_shard(ids, matrix, dims) if ids else b""
-        name = shard_name(index) if ids else None
-        if name:
-            atomic_write_bytes(self.path / name, data)
+        buffer = io.BytesIO()
+        if scipy.sparse.issparse(array):
+            array, storage = array.tocsr(), "sparse"
+            scipy.sparse.save_npz(buffer, array)
         else:
-            (self.path / shard_name(index)).unlink(missing_ok=True)
-        entry = {"file": name, "first_row": first_row, "rows": len(ids) + len(failed), "features": len(ids),
-                 "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                 "failed": [{"id": row_id, "reason": reason} for row_id, reason in failed]}
-        shards = self.manifest.setdefault("shards", [])
-        shards.extend([None] * (index + 1 - len(shards)))
-        shards[index] = entry
-        self.save_manifest()
-        return entry
+            array, storage = np.asarray(array), "dense"
+            np.save(buffer, array, allow_pickle=False)
+        data = buffer.getvalue()  # hashed as written, not read back after a concurrent writer
+        base = self.base(key)
+        target = base.with_suffix(DATA_SUFFIXES[storage])
+        with atomic_writer(target) as handle:
+            handle.write(data)
+        for other in set(DATA_SUFFIXES.values()) - {target.suffix}:
+            base.with_suffix(other).unlink(missing_ok=True)  # the same key saved in the other format
+        entry = {"version": ENTRY_VERSION, "format": storage, "sha256": hashlib.sha256(data).hexdigest(),
+                 "shape": list(array.shape), "dtype": str(array.dtype), "meta": jsonable(meta or {})}
+        # last, so that the entry only becomes valid once its data is complete
+        with atomic_writer(base.with_suffix(".json"), "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry, indent=2))
+        return target
 
-    def read_shard(self, index: int) -> tuple[list[str], Any]:
-        data = self._verified_bytes(index)
-        if data is None:
-            raise StoreError(f"{self.path / shard_name(index)} is missing or damaged (its sha256 does not "
-                             f"match the manifest): run pm extract again to recompute it")
-        storage, dims = self.manifest.get("storage", "dense"), self.manifest.get("dims") or 0
-        if not data:
-            import scipy.sparse
+    def load(self, key: str):
+        """The array saved under ``key``, or None when there is none or it is damaged."""
+        verified = self.verified(key)
+        if verified is None:
+            return self._migrate(key)
+        data, entry = verified
+        try:
+            if entry["format"] == "sparse":
+                import scipy.sparse
 
-            return [], scipy.sparse.csr_matrix((0, dims), dtype=np.float32) if storage == "sparse" \
-                else np.zeros((0, dims), np.float32)
-        return decode_shard(data, storage, dims)
-
-    def _check_complete(self) -> None:
-        if not self.complete:
-            raise StoreError(f"feature set {self.path} ('{self.spec}') is incomplete (interrupted "
-                             "extraction): run the same pm extract again to finish it")
-
-    def iter_shards(self) -> Iterator[tuple[list[str], Any]]:
-        """``(ids, matrix)`` of each shard in catalogue order: one shard in memory at a time."""
-        self._check_complete()
-        for index in range(len(self.manifest.get("shards", []))):
-            yield self.read_shard(index)
-
-    def ids(self) -> list[str]:
-        """Ids of the rows that have features, in catalogue order (reads the id column only)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        self._check_complete()
-        found: list[str] = []
-        for index in range(len(self.manifest.get("shards", []))):
-            data = self._verified_bytes(index)
-            if data is None:
-                self.read_shard(index)  # raises the damaged-shard error
-            if data:
-                found.extend(pq.read_table(pa.BufferReader(data), columns=["id"]).column("id").to_pylist())
-        return found
-
-    def read(self, ids: Sequence[str] | None = None) -> tuple[list[str], Any]:
-        """``(ids, matrix)``: every row, or the rows of ``ids`` that have features, in that order.
-
-        Each shard is decoded in turn and its wanted rows copied to their place, so memory
-        holds the result and one shard, never two copies of the set."""
-        import scipy.sparse
-
-        sparse, dims = self.manifest.get("storage") == "sparse", self.dims or 0
-        if ids is None:
-            return self._read_all(sparse, dims)
-        stored = self.ids()
-        position = {row_id: i for i, row_id in enumerate(stored)}
-        wanted = [row_id for row_id in ids if row_id in position]
-        source_rows = np.fromiter((position[row_id] for row_id in wanted), dtype=np.int64, count=len(wanted))
-        # where each stored row goes in the result (-1: not asked for)
-        target = np.full(len(stored), -1, dtype=np.int64)
-        target[source_rows] = np.arange(len(wanted), dtype=np.int64)
-        dense = None if sparse else np.zeros((len(wanted), dims), np.float32)
-        pieces, placed = [], []
-        start = 0
-        for _, matrix in self.iter_shards():
-            where = target[start:start + matrix.shape[0]]
-            local = np.flatnonzero(where >= 0)
-            if sparse:
-                pieces.append(matrix[local])
-                placed.append(where[local])
+                array = scipy.sparse.load_npz(io.BytesIO(data))
             else:
-                dense[where[local]] = matrix[local]
-            start += matrix.shape[0]
-        if not sparse:
-            return list(wanted), dense
-        if not pieces:
-            return list(wanted), scipy.sparse.csr_matrix((0, dims), dtype=np.float32)
-        stacked = scipy.sparse.vstack(pieces, format="csr")
-        order = np.empty(len(wanted), dtype=np.int64)
-        order[np.concatenate(placed)] = np.arange(len(wanted), dtype=np.int64)
-        return list(wanted), stacked[order]
+                array = np.load(io.BytesIO(data), allow_pickle=False)
+        # The bytes are those save() wrote, yet decoding can still fail (a file from another
+        # numpy/scipy version, a hand-edited entry) with any of BadZipFile, ValueError,
+        # KeyError, EOFError, OSError, UnpicklingError...: recomputing is the remedy for each.
+        except Exception:
+            return None
+        if list(array.shape) != entry["shape"] or str(array.dtype) != entry["dtype"]:
+            return None
+        return array
 
-    def _read_all(self, sparse: bool, dims: int) -> tuple[list[str], Any]:
-        """Every row in stored order, each shard read once (``read(ids)`` first needs the ids)."""
-        import scipy.sparse
+    def verified(self, key: str) -> tuple[bytes, dict] | None:
+        """The data file's bytes and the entry's metadata, if they agree; else None."""
+        base = self.base(key)
+        try:
+            entry = json.loads(base.with_suffix(".json").read_text(encoding="utf-8"))
+            if entry["version"] != ENTRY_VERSION:
+                return None
+            data = base.with_suffix(DATA_SUFFIXES[entry["format"]]).read_bytes()
+            expected = entry["sha256"]
+        # absent or unreadable files, text that is not JSON (ValueError), JSON that is not
+        # an entry's metadata (KeyError, TypeError): all mean the entry is not usable
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if hashlib.sha256(data).hexdigest() != expected:
+            return None
+        return data, entry
 
-        found: list[str] = []
-        pieces = []
-        dense = None if sparse else np.empty((self.rows_with_features, dims), np.float32)
-        for shard_ids, matrix in self.iter_shards():
-            if sparse:
-                pieces.append(matrix)
+    def meta(self, key: str) -> dict:
+        """The ``meta`` saved with ``key`` (the whole metadata of a first-format entry), or {}."""
+        try:
+            entry = json.loads(self.base(key).with_suffix(".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(entry, dict):
+            return {}
+        meta = entry.get("meta", {}) if "version" in entry else entry
+        return meta if isinstance(meta, dict) else {}
+
+    def remove(self, key: str) -> None:
+        base = self.base(key)
+        for suffix in (".json", *DATA_SUFFIXES.values()):  # metadata first: the entry is invalid at once
+            base.with_suffix(suffix).unlink(missing_ok=True)
+
+    def _migrate(self, key: str):
+        """An entry of the first format (metadata without a version or checksum) that decodes
+        completely is kept and given a checksum, so nobody recomputes a whole cache after an
+        upgrade; one that does not decode loads as missing."""
+        base = self.base(key)
+        try:
+            old_meta = json.loads(base.with_suffix(".json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(old_meta, dict) or "version" in old_meta:
+            return None
+        try:
+            if base.with_suffix(".npy").is_file():
+                array = np.load(base.with_suffix(".npy"), allow_pickle=False)
+            elif base.with_suffix(".npz").is_file():
+                import scipy.sparse
+
+                array = scipy.sparse.load_npz(base.with_suffix(".npz"))
             else:
-                dense[len(found):len(found) + len(shard_ids)] = matrix
-            found.extend(shard_ids)
-        if len(found) != self.rows_with_features:
-            raise StoreError(f"{self.path}: the shards hold {len(found)} rows, the manifest says "
-                             f"{self.rows_with_features}: run pm extract again to recompute the set")
-        if not sparse:
-            return found, dense
-        if not pieces:
-            return found, scipy.sparse.csr_matrix((0, dims), dtype=np.float32)
-        return found, scipy.sparse.vstack(pieces, format="csr")
-
-    def __repr__(self) -> str:
-        return f"FeatureSet({str(self.path)!r}, spec={self.manifest.get('spec')!r})"
+                return None
+        except Exception:  # truncated or damaged: the same remedy as for any damaged entry
+            return None
+        self.save(key, array, meta=old_meta)
+        return array
 
 
-# -- the store ----------------------------------------------------------------------------
+@dataclass
+class StoreInfo:
+    """What :meth:`FeatureStore.info` found under a store's root."""
+
+    path: Path
+    entries: int  # feature sets and array files
+    bytes: int
+    damaged: int = 0  # counted only by ``info(verify=True)``
+    temp_files: int = 0
+    feature_sets: int = 0
+
+    @property
+    def array_files(self) -> int:
+        """``.npy``/``.npz`` entries: maps, labels, and feature matrices of an older cache."""
+        return self.entries - self.feature_sets
+
+
+# -- the store ------------------------------------------------------------------------------
 class FeatureStore:
-    """A directory of feature sets, one subdirectory each.
+    """A directory of feature sets (named by ``pm extract`` or content-addressed) and arrays.
+
+    ``create`` allows a root that does not exist yet (it is made by the first write);
+    without it, a missing root is an error naming how to fill it.
 
     Usage::
 
@@ -358,7 +246,9 @@ class FeatureStore:
             raise StoreError(f"feature store {self.root} is a file, not a directory")
         if not create and not self.root.is_dir():
             raise StoreError(f"feature store not found: {self.root} (create it with pm extract --out {self.root})")
+        self.arrays = ArrayFiles(self.root)
 
+    # -- sets named by pm extract -------------------------------------------------------------
     @contextmanager
     def writing(self, path: Path) -> Iterator[None]:
         """Hold the set directory ``path`` for one writer: a second pm extract of the same set
@@ -424,3 +314,113 @@ class FeatureStore:
             return max(matches, key=lambda s: s.manifest.get("updated", ""), default=None)
         wanted = set(ids)
         return max(matches, key=lambda s: (len(wanted.intersection(s.ids())), s.manifest.get("updated", "")))
+
+
+    # -- content-addressed sets -----------------------------------------------------------------
+    def keyed_path(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def save_features(self, key: str, matrix, meta: dict | None = None) -> Path | None:
+        """Store a feature matrix (float32 ndarray or scipy sparse) as the set of ``key``, its
+        rows named by position; ``meta`` (plugin, kind, params, seconds...) goes into the
+        manifest. Returns the set's directory (None for a matrix without rows: nothing to keep).
+
+        The manifest is removed first and says the set is complete only with the last shard,
+        so a set is only read once every shard is on disk."""
+        import scipy.sparse
+
+        rows = matrix.shape[0]
+        if rows == 0:
+            return None
+        path = self.keyed_path(key)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / MANIFEST).unlink(missing_ok=True)  # the old set stops being valid before any shard changes
+        for stale in path.glob("part-*.parquet"):
+            stale.unlink(missing_ok=True)
+        manifest = {"plugin": "", "kind": None, "params": {}, **jsonable(meta or {}),
+                    "format": STORE_FORMAT, "key": key, "ids": "row positions", "rows": rows,
+                    "shard_rows": CACHE_SHARD_ROWS, "dims": int(matrix.shape[1]),
+                    "storage": "sparse" if scipy.sparse.issparse(matrix) else "dense",
+                    "versions": dict(_versions()), "shards": [], "complete": False}
+        manifest.setdefault("spec", manifest["plugin"])
+        feature_set = FeatureSet(path, manifest)
+        if scipy.sparse.issparse(matrix):
+            matrix = matrix.tocsr()
+        for index, start in enumerate(range(0, rows, CACHE_SHARD_ROWS)):
+            stop = min(rows, start + CACHE_SHARD_ROWS)
+            feature_set.manifest["complete"] = stop == rows
+            feature_set.write_shard(index, _positions(start, stop), matrix[start:stop], [], first_row=start)
+        self.arrays.remove(key)  # a matrix of an older cache, now superseded
+        return path
+
+    def load_features(self, key: str, rows: int):
+        """The feature matrix saved under ``key`` with ``rows`` rows, or None when it is absent,
+        incomplete, damaged (a shard not matching its sha256) or another's.
+
+        A matrix that an older version cached as an array (``<key>.npy``/``.npz``) is read as
+        before and moved into a set, so no cache is lost to an upgrade."""
+        try:
+            feature_set = FeatureSet(self.keyed_path(key))
+            manifest = feature_set.manifest
+            if manifest.get("key") == key and feature_set.complete and manifest.get("rows") == rows:
+                ids, matrix = feature_set.read()  # a new, writable array: callers may scale it in place
+                if ids == _positions(0, rows):
+                    return matrix
+        # a missing or damaged manifest or shard (StoreError), or bytes that match their checksum
+        # yet do not decode (a file from another pyarrow, a hand-edited set): recomputed, all of them
+        except Exception:
+            pass
+        legacy = self.arrays.load(key)
+        if legacy is None or legacy.shape[0] != rows or len(legacy.shape) != 2:
+            return None
+        legacy = legacy.astype(np.float32, copy=False)  # what a set holds
+        try:
+            self.save_features(key, legacy, meta=self.arrays.meta(key))
+        except OSError:  # a read-only cache is still read
+            pass
+        return legacy
+
+    # -- the whole store ------------------------------------------------------------------------
+    def _files(self) -> list[Path]:
+        return [p for p in self.root.rglob("*") if p.is_file()] if self.root.is_dir() else []
+
+    def info(self, verify: bool = False) -> StoreInfo:
+        """What the store holds; ``verify`` also checks every entry's checksums (reads it all).
+
+        A feature set counts once however many shards it has; one without a manifest (its
+        save was interrupted) counts as damaged."""
+        files = self._files()
+        sets = sorted({p.parent for p in files if is_set_file(p)})
+        data = [p for p in files if p.suffix in DATA_SUFFIXES.values() and not _is_temp(p)]
+        damaged = 0
+        if verify:
+            for path in data:
+                verified = self.arrays.verified(path.stem)
+                if verified is None or DATA_SUFFIXES[verified[1]["format"]] != path.suffix:
+                    damaged += 1
+            damaged += sum(1 for path in sets if not _intact(path))
+        return StoreInfo(self.root, len(data) + len(sets), sum(p.stat().st_size for p in files), damaged,
+                         sum(1 for p in files if _is_temp(p)), len(sets))
+
+    def clear(self) -> StoreInfo:
+        """Delete every set, array and temporary file left by an interrupted write; returns
+        what was there."""
+        before = self.info()
+        if self.root.is_dir():
+            for p in sorted(self.root.rglob("*"), reverse=True):
+                if p.is_file() and (p.suffix in (*DATA_SUFFIXES.values(), ".json") or is_set_file(p)
+                                    or _is_temp(p)):
+                    p.unlink()
+                elif p.is_dir() and not any(p.iterdir()):
+                    p.rmdir()
+        return before
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+
+def _intact(path: Path) -> bool:
+    try:
+        return FeatureSet(path).intact()
+    except StoreError:
+        return False
