@@ -36,6 +36,10 @@ from placedemarche.data.catalog import load_catalog  # noqa: E402
 from placedemarche.core.plugins import create_plugin  # noqa: E402
 
 CONFIGS = [("torch", "fp32"), ("onnx", "fp32"), ("openvino", "fp32"), ("onnx", "int8"), ("openvino", "int8")]
+# bf16 only where this processor has the arithmetic (detected, never assumed): OpenVINO runs it
+from placedemarche.features.inference import has_bf16  # noqa: E402
+if has_bf16():
+    CONFIGS.append(("openvino", "bf16"))
 KERAS_CONFIGS = [("keras", None), ("openvino", None)]  # the Keras backbones take no precision: fp32
 
 

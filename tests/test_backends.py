@@ -147,7 +147,8 @@ def test_missing_runtime_names_the_extra(images, monkeypatch, backend, module, e
         assert create_plugin("image", CNN).runtime_backend() == "torch"
 
 
-def test_bad_backend_and_precision_are_one_line_errors(images):
+def test_bad_backend_and_precision_are_one_line_errors(images, monkeypatch):
+    monkeypatch.setattr(inference, "cpu_capabilities", lambda: frozenset({"FP32", "INT8"}))  # any machine
     with pytest.raises(PlaceDeMarcheError, match="unknown backend 'tensorrt'"):
         create_plugin("image", f"{CNN},backend='tensorrt'").fit(images)
     with pytest.raises(PlaceDeMarcheError, match="precision 'int8' needs backend 'onnx' or 'openvino'"):

@@ -9,7 +9,9 @@ sha256, so a corrupt, cut or stale file is rebuilt, never half-read.
 
 ``int8`` quantises the fp32 export with onnxruntime's tools: statically (QDQ, calibrated on
 sample inputs the extractor supplies) for CNNs, dynamically (weights int8, activations
-quantised on the fly) for transformers. ``bf16`` is not offered: see ``check_precision``.
+quantised on the fly) for transformers. ``bf16`` runs the fp32 export in bfloat16 where the
+processor has bf16 arithmetic (AMX / AVX512-BF16, detected at run time: OpenVINO's
+``OPTIMIZATION_CAPABILITIES``, else the CPU flags); ``auto`` is bf16 there and fp32 elsewhere.
 
 The Keras backbones use the same cache for their OpenVINO conversion (``openvino.convert_model``
 of the Keras model, packed into one ``.ovir`` file by ``openvino_ir_bytes``).
@@ -19,6 +21,7 @@ Nothing heavy is imported at module level (``pm list-extractors`` must stay inst
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import io
@@ -37,7 +40,7 @@ from placedemarche.core.runtime import default_threads  # noqa: F401 (plugins' t
 from placedemarche.core.files import atomic_write_bytes, atomic_write_text
 
 BACKENDS = ("auto", "torch", "onnx", "openvino")
-PRECISIONS = ("fp32", "int8", "bf16")
+PRECISIONS = ("fp32", "int8", "bf16", "auto")
 EXPORT_FORMAT = 2  # bump when the way models are exported changes (2: fused transformer attention)
 OPSET = 17
 
@@ -69,7 +72,12 @@ def resolve_backend(backend: str, who: str, precision: str = "fp32") -> str:
     if backend not in BACKENDS:
         raise PlaceDeMarcheError(f"{who}: unknown backend '{backend}': use {', '.join(BACKENDS)}")
     if backend == "auto":
-        backend = "onnx" if not missing_modules("onnx") or precision == "int8" else "torch"
+        if precision in ("bf16", "auto") and has_bf16() and not missing_modules("openvino"):
+            # measured on an AMX machine: OpenVINO bf16 2.2-2.8x its fp32, where onnx fp32 gained
+            # nothing over torch; on AVX2 onnx fp32 ran 1.5-1.9x torch: choose from the processor
+            backend = "openvino"
+        else:
+            backend = "onnx" if not missing_modules("onnx") or precision == "int8" else "torch"
     missing = missing_modules(backend) if backend in BACKEND_EXTRAS else []  # torch: the plugin's own `requires`
     if missing:
         raise MissingDependencyError(
@@ -78,15 +86,79 @@ def resolve_backend(backend: str, who: str, precision: str = "fp32") -> str:
     return backend
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_capabilities() -> frozenset[str]:
+    """What this processor computes natively, as OpenVINO names it (``FP32``, ``INT8``, ``BF16``,
+    ``FP16``...): its CPU plugin's ``OPTIMIZATION_CAPABILITIES`` when OpenVINO is installed, else
+    read from the CPU flags (``BF16`` for ``avx512_bf16`` or ``amx_bf16``, ARM's ``bf16``).
+    Detected once per process, on the machine that runs the work (never assumed)."""
+    if module_available("openvino"):
+        try:
+            import openvino as ov
+
+            return frozenset(str(c).upper() for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        except Exception:  # a broken OpenVINO install: fall back on the flags
+            pass
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                key = line.split(":", 1)[0].strip().lower()
+                if key in ("flags", "features"):
+                    flags.update(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    found = {"FP32"}
+    if flags & {"avx512_bf16", "amx_bf16", "bf16"}:
+        found.add("BF16")
+    return frozenset(found)
+
+
+def has_bf16() -> bool:
+    return "BF16" in cpu_capabilities()
+
+
+def _arm() -> bool:
+    import platform
+
+    return platform.machine().lower() in ("aarch64", "arm64")
+
+
+def bf16_supported(backend: str) -> bool:
+    """Whether ``backend`` computes in bf16 on this processor: OpenVINO wherever the CPU has bf16
+    arithmetic; onnxruntime only on ARM (its CPU provider's bf16 fast-math GEMM; on x86 it has
+    no bf16 kernels); torch is not offered (its CPU bf16 autocast changed features more than
+    the runtimes for no gain measured)."""
+    if not has_bf16():
+        return False
+    return backend == "openvino" or (backend == "onnx" and _arm())
+
+
+def resolve_precision(precision: str, backend: str, who: str) -> str:
+    """The precision run: ``auto`` is ``bf16`` where :func:`bf16_supported`, else ``fp32``;
+    any other is checked (:func:`check_precision`) and returned as given."""
+    if precision == "auto":
+        precision = "bf16" if bf16_supported(backend) else "fp32"
+    check_precision(precision, backend, who)
+    return precision
+
+
 def check_precision(precision: str, backend: str, who: str) -> None:
-    """``fp32`` everywhere; ``int8`` with an exported model (onnx, openvino). ``bf16`` is refused:
-    the CPUs this was measured on (AVX2, no AVX512-BF16/AMX) have no bf16 arithmetic, so the
-    runtimes emulate it, slower than fp32 and less exact; see docs/image-extractors.md."""
+    """``fp32`` everywhere; ``int8`` with an exported model (onnx, openvino); ``bf16`` where the
+    processor has bf16 arithmetic and the backend uses it (:func:`bf16_supported`), refused with
+    the reason elsewhere (emulated it is slower than fp32 and less exact); ``auto`` resolves."""
     if precision not in PRECISIONS:
-        raise PlaceDeMarcheError(f"{who}: unknown precision '{precision}': use fp32 or int8")
-    if precision == "bf16":
-        raise PlaceDeMarcheError(f"{who}: precision 'bf16' is not offered (no bf16 arithmetic on the "
-                                 "CPUs measured, emulated it is slower than fp32): use fp32 or int8")
+        raise PlaceDeMarcheError(f"{who}: unknown precision '{precision}': use fp32, int8, bf16 or auto")
+    if precision == "bf16" and not bf16_supported(backend):
+        if not has_bf16():
+            why = (f"this processor has no bf16 arithmetic (it offers {', '.join(sorted(cpu_capabilities()))}; "
+                   "bf16 needs AMX or AVX512-BF16), and emulated bf16 is slower than fp32")
+        elif backend == "torch":
+            why = "backend 'torch' does not run it: use backend 'openvino'"
+        else:
+            why = "onnxruntime's CPU provider has no bf16 kernels on x86 processors: use backend 'openvino'"
+        raise PlaceDeMarcheError(f"{who}: precision 'bf16' is not offered here: {why}; "
+                                 "use fp32, int8 or auto (bf16 where the processor has it)")
     if precision == "int8" and backend == "torch":
         raise PlaceDeMarcheError(f"{who}: precision 'int8' needs backend 'onnx' or 'openvino'")
     if precision == "int8" and backend == "openvino" and not module_available("onnxruntime"):
@@ -97,12 +169,14 @@ def check_precision(precision: str, backend: str, who: str) -> None:
 
 def runtime_params(backend: str, precision: str, source: str = "torch") -> dict[str, Any]:
     """What an extractor adds to its feature cache key besides ``get_params()``: the backend
-    ``auto`` resolved to, and for an exported model how it was made (export format, library
+    ``auto`` resolved to, the precision run when it is bf16 (``precision`` is the resolved one,
+    so ``auto`` records what it became; fp32/int8 keys stay those of earlier versions), and for an exported model how it was made (export format, library
     versions), so features are recomputed when the export changes. ``source``: the framework
     the model is built in (``torch``, or ``keras`` for the Keras backbones)."""
     if backend == source:
         return {"backend": backend}
-    return {"backend": backend, "export_format": EXPORT_FORMAT, "versions": library_versions(backend, source)}
+    return {"backend": backend, "export_format": EXPORT_FORMAT, "versions": library_versions(backend, source),
+            **({"precision": precision} if precision == "bf16" else {})}
 
 
 @contextmanager
@@ -316,13 +390,15 @@ class ExportedModel:
 
     onnxruntime gets ``intra_op_num_threads=threads`` (one inter-op thread, no spinning) and
     the CUDA provider before the CPU one when onnxruntime offers it; OpenVINO gets
-    ``INFERENCE_NUM_THREADS=threads`` and fp32 inference precision (its CPU plugin would
-    otherwise pick bf16 on CPUs that have it). ``model``: an ONNX file, a packed OpenVINO IR
+    ``INFERENCE_NUM_THREADS=threads`` and the inference precision asked (fp32 unless
+    ``precision="bf16"``: its CPU plugin would otherwise pick bf16 by itself on CPUs that have
+    it); onnxruntime on ARM gets its bf16 fast-math GEMM for ``bf16``. ``model``: an ONNX file, a packed OpenVINO IR
     (``.ovir``, OpenVINO only) or an ``openvino.Model`` in memory.
     """
 
-    def __init__(self, model, backend: str, threads: int, device: str | None = None):
+    def __init__(self, model, backend: str, threads: int, device: str | None = None, precision: str = "fp32"):
         self.backend = backend
+        self.precision = precision
         self.threads = max(1, int(threads))
         if backend == "onnx":
             import onnxruntime as ort
@@ -335,6 +411,8 @@ class ExportedModel:
             # needs; measured on MiniLM at load 12-17 on 2 cores, median 29 s vs 50 s
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.log_severity_level = 3
+            if precision == "bf16":
+                options.add_session_config_entry("mlas.enable_gemm_fastmath_arm64_bfloat16", "1")
             providers = ["CPUExecutionProvider"]
             if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
                 providers.insert(0, "CUDAExecutionProvider")
@@ -349,7 +427,7 @@ class ExportedModel:
                 model = read_openvino_ir(core, path.read_bytes()) if path.suffix == ".ovir" else str(path)
             compiled = core.compile_model(model, "CPU",
                                           {"INFERENCE_NUM_THREADS": self.threads,
-                                           "INFERENCE_PRECISION_HINT": "f32"})
+                                           "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"})
             self.request = compiled.create_infer_request()
             self.input_names = [p.get_any_name() for p in compiled.inputs]
         else:

@@ -39,7 +39,8 @@ class EfficientNetLite0Extractor(ImageExtractor):
             once and kept in the model cache.
         precision: "fp32", or "int8" (onnx / openvino: a statically quantised QDQ model whose
             activation ranges are calibrated on up to 32 photos spread over the images the
-            extractor is first fitted on).
+            extractor is first fitted on), "bf16" (openvino, on processors with bf16
+            arithmetic: AMX / AVX512-BF16) or "auto" (bf16 where the processor has it, else fp32).
 
     Usage::
 
@@ -128,11 +129,17 @@ class EfficientNetLite0Extractor(ImageExtractor):
         check_precision(self.precision, backend, self.name)
         return backend
 
+    def runtime_precision(self) -> str:
+        """The precision ``transform`` runs (``auto`` resolved from the processor and backend)."""
+        from placedemarche.features.inference import resolve_precision
+
+        return resolve_precision(self.precision, self.runtime_backend(), self.name)
+
     def runtime_params(self) -> dict:
         """What the feature cache adds to ``get_params()``: the backend ``auto`` resolves to."""
         from placedemarche.features.inference import runtime_params
 
-        return runtime_params(self.runtime_backend(), self.precision)
+        return runtime_params(self.runtime_backend(), self.runtime_precision())
 
     def _weights_identity(self) -> str:
         if self.weights is None:
@@ -157,7 +164,7 @@ class EfficientNetLite0Extractor(ImageExtractor):
 
         backend = self.runtime_backend()
         spec = {"model_name": self.name, "weights": self._weights_identity(), "input_size": int(self.input_size),
-                "backend": backend, "precision": self.precision}
+                "backend": backend, "precision": "int8" if self.precision == "int8" else "fp32"}
         sample = []
         if self.precision == "int8":
             from placedemarche.features.cache import fingerprint_images
@@ -184,7 +191,7 @@ class EfficientNetLite0Extractor(ImageExtractor):
             return model
 
         path = inference.cached_export(spec, build)
-        self.session_ = inference.ExportedModel(path, backend, self.inference_threads())
+        self.session_ = inference.ExportedModel(path, backend, self.inference_threads(), precision=self.runtime_precision())
         return self.session_
 
     def _pooled_features(self):

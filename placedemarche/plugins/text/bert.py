@@ -61,8 +61,9 @@ class BertExtractor(TextExtractor):
             else torch), "torch", "onnx" (onnxruntime) or "openvino". The two last run an ONNX
             export of the model's transformer and pooling, made once and kept in the model
             cache, with the model's own tokenizer, max_seq_length and normalisation.
-        precision: "fp32", or "int8" (onnx / openvino: the MatMul weights quantised to int8,
-            activations quantised dynamically).
+        precision: "fp32", "int8" (onnx / openvino: the MatMul weights quantised to int8,
+            activations quantised dynamically), "bf16" (openvino, on processors with bf16
+            arithmetic: AMX / AVX512-BF16) or "auto" (bf16 where the processor has it, else fp32).
 
     Usage::
 
@@ -146,11 +147,17 @@ class BertExtractor(TextExtractor):
         check_precision(self.precision, backend, self.name)
         return backend
 
+    def runtime_precision(self) -> str:
+        """The precision ``transform`` runs (``auto`` resolved from the processor and backend)."""
+        from placedemarche.features.inference import resolve_precision
+
+        return resolve_precision(self.precision, self.runtime_backend(), self.name)
+
     def runtime_params(self) -> dict:
         """What the feature cache adds to ``get_params()``: the backend ``auto`` resolves to."""
         from placedemarche.features.inference import runtime_params
 
-        return runtime_params(self.runtime_backend(), self.precision)
+        return runtime_params(self.runtime_backend(), self.runtime_precision())
 
     def inference_threads(self) -> int:
         from placedemarche.features.inference import default_threads
@@ -170,7 +177,7 @@ class BertExtractor(TextExtractor):
         names = list(example)
         spec = {"model_name": "bert", "model": _model_identity(resolve_model(self.model)),
                 "modules": [type(m).__name__ for m in encoder], "inputs": names,
-                "pooling": _module_config(modules[-1]), "backend": backend, "precision": self.precision}
+                "pooling": _module_config(modules[-1]), "backend": backend, "precision": "int8" if self.precision == "int8" else "fp32"}
 
         def build() -> bytes:
             import torch
@@ -201,7 +208,8 @@ class BertExtractor(TextExtractor):
             return inference.quantize_dynamic_int8(model) if self.precision == "int8" else model
 
         path = inference.cached_export(spec, build)
-        self.session_ = inference.ExportedModel(path, backend, self.inference_threads(), self.device)
+        self.session_ = inference.ExportedModel(path, backend, self.inference_threads(), self.device,
+                                                 precision=self.runtime_precision())
         self.normalise_output_ = any(type(m).__name__ == "Normalize" for m in encoder)
         return self.session_
 
