@@ -176,8 +176,11 @@ class TrainResult:
 
 
 def train(catalog: Catalog, config: TrainConfig, *, cache: FeatureCache | None = None,
-          out: str | Path | None = None) -> TrainResult:
+          out: str | Path | None = None, final_fit: bool = True) -> TrainResult:
     """Cross-validate (``config.folds`` stratified folds), then fit on all products.
+
+    With ``final_fit=False`` only the folds run (the out-of-fold probabilities are what
+    ``pm audit`` reads): the returned model has no blocks and cannot predict or be saved.
 
     The catalogue must be labelled and validated for the modalities used. When ``out`` is
     given, the model directory is written there with the evaluation's report files
@@ -214,8 +217,10 @@ def train(catalog: Catalog, config: TrainConfig, *, cache: FeatureCache | None =
                 bar.advance(1)
 
     started = time.perf_counter()
-    blocks, scaled, history = _fit_blocks(config, catalog, y, np.arange(len(y)), pre, n_classes)
-    fusion = _fusion_heads(config, blocks, scaled, y)
+    blocks, fusion, history = {}, {}, []
+    if final_fit:
+        blocks, scaled, history = _fit_blocks(config, catalog, y, np.arange(len(y)), pre, n_classes)
+        fusion = _fusion_heads(config, blocks, scaled, y)
     for block in blocks.values():
         block.top = None  # only fold predictions use it
     final_seconds = time.perf_counter() - started
@@ -224,7 +229,7 @@ def train(catalog: Catalog, config: TrainConfig, *, cache: FeatureCache | None =
                             default_group=summary.get("best_group"))
     result = TrainResult(model, summary, folds, y=y, oof=oof, histories=histories, final_history=history,
                          catalog=catalog)
-    if out is not None:
+    if out is not None and final_fit:
         save_model(model, out)
     return result
 

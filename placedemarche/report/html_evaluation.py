@@ -15,19 +15,16 @@ Usage::
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from placedemarche.core.files import atomic_write_text
-from placedemarche.report.html_page import PAGE_NAME, colour_palette, definition_list, heatmap, none_if_nan, photo_data_uri, render_page, plus_minus, table, td
+from placedemarche.report.html_page import PAGE_NAME, colour_palette, definition_list, heatmap, none_if_nan, photo_data_uri, render_page, plus_minus, table, td, thumbnails
 from placedemarche.evaluate.metrics import METRICS, match_clusters, n_clusters_of
-from placedemarche.core.progress import track
 from placedemarche.report.plots import NOISE_COLOUR, map_title, text_field_label
 
 if TYPE_CHECKING:
@@ -56,7 +53,7 @@ def write_evaluation_html(report: "EvaluationReport", out: Path, catalog: "Catal
         "names": [names[i] for i in shown],
         "category": [index[labels[i]] for i in shown],
         "categories": categories,
-        "thumbs": _thumbnails([paths[i] for i in shown]),
+        "thumbs": thumbnails([paths[i] for i in shown], THUMBNAIL_PX),
     }
     figures: list[tuple[str, Any]] = [("summary", _ari_summary_figure(report))]
     runs_js: dict[str, Any] = {}
@@ -255,30 +252,6 @@ def _dropped_list(rows: list[dict]) -> str:
                     f"{html.escape(str(r.get('problem')))}</li>" for r in shown)
     more = f"<p>... and {len(rows) - len(shown)} more (see results.json)</p>" if len(rows) > len(shown) else ""
     return f"<h2>Dropped products ({len(rows)})</h2><ul>{items}</ul>{more}"
-
-
-def _thumbnails(paths: Sequence[Path | None], size: int = THUMBNAIL_PX) -> dict[str, str]:
-    """Base64 JPEG thumbnails keyed by product index; unreadable photos are left out."""
-    from PIL import Image
-
-    thumbs = {}
-    for i, path in enumerate(track(list(paths), "report.html: thumbnails")):
-        if path is None:
-            continue
-        try:
-            with Image.open(path) as im:
-                im.draft("RGB", (2 * size, 2 * size))  # JPEG: decode at reduced scale, much faster
-                small = im.convert("RGB")
-                small.thumbnail((size, size))
-                buffer = io.BytesIO()
-                small.save(buffer, "JPEG", quality=75, optimize=True)
-        except (OSError, ValueError):
-            continue
-        thumbs[str(i)] = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return thumbs
-
-
-
 
 
 _HOVER_PANEL = """<aside id="hover-panel"><img id="hover-photo" alt="">

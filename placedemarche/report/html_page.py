@@ -15,10 +15,11 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from placedemarche.core.progress import track
 from placedemarche.report.plots import DISTINCT_COLOURS
 
 PAGE_NAME = "report.html"
@@ -50,6 +51,27 @@ def photo_data_uri(path: Path) -> str:
     except OSError:
         pass
     return "data:image/png;base64," + base64.b64encode(raw).decode("ascii")
+
+
+def thumbnails(paths: Sequence[Path | None], size: int) -> dict[str, str]:
+    """Base64 JPEG thumbnails keyed by product index; unreadable photos are left out."""
+    from PIL import Image
+
+    thumbs = {}
+    for i, path in enumerate(track(list(paths), "report.html: thumbnails")):
+        if path is None:
+            continue
+        try:
+            with Image.open(path) as im:
+                im.draft("RGB", (2 * size, 2 * size))  # JPEG: decode at reduced scale, much faster
+                small = im.convert("RGB")
+                small.thumbnail((size, size))
+                buffer = io.BytesIO()
+                small.save(buffer, "JPEG", quality=75, optimize=True)
+        except (OSError, ValueError):
+            continue
+        thumbs[str(i)] = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return thumbs
 
 
 def script_json(value: Any) -> str:
