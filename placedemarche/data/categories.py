@@ -98,9 +98,11 @@ def at_level(catalog: Catalog, level: int = 1, *, min_size: int = 1, merge_rare:
                 labels[i] = parent
     left_out = sorted(rare)
     keep = [i for i, label in enumerate(labels) if label not in rare]
-    if len(keep) == 0 and len(labels):
-        raise CatalogError(f"{where}: every category at level {level} has fewer than {min_size} products: "
-                           "lower --min-category-size or --category-level")
+    if not keep and labels:
+        higher = f", or --category-level {level - 1}" if level > 1 else ""
+        raise CatalogError(f"{where}: every category at level {level} has fewer than {min_size} products (the "
+                           f"largest has {max(counts.values(), default=0)}): use fewer --folds or a lower "
+                           f"--min-category-size{higher}")
     problems = _left_out_rows(catalog, labels, rare, counts, min_size)
     info = {**catalog.category_info, "level": level, "deepest": deepest, "min_size": min_size,
             "merge_rare": merge_rare, "categories": len(set(labels[i] for i in keep)),
@@ -122,8 +124,8 @@ def leave_out_small(catalog: Catalog, min_size: int) -> Catalog:
         return catalog
     keep = [i for i, label in enumerate(catalog.labels) if label not in rare]
     if not keep:
-        raise CatalogError(f"{catalog.source or 'catalogue'}: every category has fewer than {min_size} products: "
-                           "add products or use fewer --folds")
+        raise CatalogError(f"{catalog.source or 'catalogue'}: every category has fewer than {min_size} products "
+                           f"(the largest has {max(counts.values())}): use fewer --folds")
     info = dict(catalog.category_info)
     info["min_size"] = max(min_size, info.get("min_size", 1))
     info["categories_left_out"] = sorted(info.get("categories_left_out", []) + [

@@ -38,6 +38,7 @@ from placedemarche.evaluate.clusterer_plans import clusterer_notes, clusterer_pl
 from placedemarche.core.errors import PlaceDeMarcheError
 from placedemarche.evaluate.results import EvaluationConfig, EvaluationReport, RunResult, SpaceResult
 from placedemarche.features.extraction import Features, extract_features, extractor_inputs
+from placedemarche.evaluate.levels import add_level_scores
 from placedemarche.evaluate.fusion import fuse_blocks, reduce_features, scale_rows, tsne_input_for
 from placedemarche.evaluate.metrics import matched_confusion, n_clusters_of, noise_counts, score_clustering
 from placedemarche.core.plugins import create_plugin
@@ -137,6 +138,7 @@ def evaluate_combinations(
 
     prepared = [_prepare_run(t, i, features, config) for t, i in combos]
     runs = _cluster_runs(prepared, features, y, plans, config, cache, plan)
+    add_level_scores(runs, categories, y, catalog.category_info.get("level", 1))
     runs.sort(key=lambda r: (-_nan_low(r.mean("ari")), r.name))
 
     report = EvaluationReport(
@@ -145,7 +147,7 @@ def evaluate_combinations(
                  "text_field": config.text_field if text else None,
                  "text_columns": catalog.text_columns(config.text_field) if text else [],
                  "image_column": catalog.columns.get("image") if image else None,
-                 "dropped": len(catalog.dropped),
+                 "dropped": len(catalog.dropped), "category": catalog.category_info,
                  "dropped_rows": [{"id": p.row_id, "line": p.line, "problem": p.problem}
                                   for p in catalog.dropped]},
         scale=plan.describe(), plot_sample=plan.sample,

@@ -197,6 +197,8 @@ class EvaluationReport:
                             **{f"{m}_sd": _round(res.sd(m)) for m in METRICS},
                             "noise_mean": _round(res.mean("noise")),
                             "noise_sd": _round(res.sd("noise")),
+                            # scores against the levels above the one evaluated (evaluate/levels.py)
+                            **{f"{k}_mean": _round(v) for k, v in _level_means(res.per_seed).items()},
                             "per_seed": [{"seed": seed, **{k: _round(v) for k, v in s.items()}}
                                          for seed, s in zip(self.config.seeds, res.per_seed)],
                             "confusion_matrix": res.confusion,
@@ -209,6 +211,11 @@ class EvaluationReport:
                 for run in self.runs
             ],
         }
+
+
+def _level_means(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    keys = sorted({k for scores in per_seed for k in scores if "_level" in k})
+    return {k: float(np.mean([s[k] for s in per_seed if k in s])) for k in keys}
 
 
 def _round(value: float) -> float | None:

@@ -25,6 +25,8 @@ import numpy as np
 from placedemarche.core.files import atomic_write_text
 from placedemarche.report.html_page import PAGE_NAME, colour_palette, definition_list, heatmap, none_if_nan, photo_data_uri, render_page, plus_minus, table, td, thumbnails
 from placedemarche.evaluate.metrics import METRICS, match_clusters, n_clusters_of
+from placedemarche.data.categories import first_level_groups
+from placedemarche.report.html_page import category_items
 from placedemarche.report.plots import NOISE_COLOUR, map_title, text_field_label
 
 if TYPE_CHECKING:
@@ -67,6 +69,7 @@ def write_evaluation_html(report: "EvaluationReport", out: Path, catalog: "Catal
         ("catalogue", str(info.get("source") or "-")),
         ("products", f"{info.get('products')} ({info.get('dropped', 0)} dropped)"),
         ("categories", f"{len(categories)}: {', '.join(categories)}"),
+        *category_items(info.get("category") or {}),
         ("text", text_field_label(report)),
         ("text columns", ", ".join(info.get("text_columns") or []) or "-"),
         ("seeds", ", ".join(map(str, config.seeds))),
@@ -200,7 +203,8 @@ def _confusion_figure(matrix: np.ndarray, categories: list[str], title: str, noi
         matrix = np.column_stack([matrix.reshape(n_true, n_pred), np.asarray(noise)])
         columns.append("noise")
     return heatmap(go, matrix, [html.escape(c) for c in columns], [html.escape(c) for c in categories],
-                    title, "cluster (named after its matched category)", "true category")
+                    title, "cluster (named after its matched category)", "true category",
+                    groups=first_level_groups(categories))
 
 
 def _ari_summary_figure(report: "EvaluationReport"):
@@ -227,9 +231,13 @@ def _ranked_table(report: "EvaluationReport") -> str:
     spaces = list(report.config.cluster_on)
     main = report.runs[0].main_space if report.runs else spaces[0]
     noisy = any(r.mean("noise", s) > 0 for r in report.runs for s in r.spaces)
+    # scores against the levels above the one evaluated (evaluate/levels.py), when deeper than 1
+    levels = sorted({k for r in report.runs for s in r.spaces.values() for k in (s.per_seed[0] if s.per_seed else {})
+                     if "_level" in k})
     head = ["#", "run", "text", "image", "clusterer", *[f"ARI {s}" for s in spaces],
             *[f"{METRIC_TITLES[m]} ({main})" for m in METRICS if m != "ari"],
-            *([f"noise ({main})"] if noisy else []), "seconds"]
+            *([f"noise ({main})"] if noisy else []), *[f"{m.split('_level')[0].upper()} level {m.split('_level')[1]} ({main})" for m in levels],
+            "seconds"]
     rows = []
     for number, run in enumerate(report.runs):
         cells = [td(str(number + 1), number + 1),
@@ -239,6 +247,7 @@ def _ranked_table(report: "EvaluationReport") -> str:
                  *[td(plus_minus(run.mean(m, main), run.sd(m, main)), run.mean(m, main)) for m in METRICS if m != "ari"],
                  *([td(plus_minus(run.mean("noise", main), run.sd("noise", main)), run.mean("noise", main))]
                    if noisy else []),
+                 *[td(plus_minus(run.mean(m, main), run.sd(m, main)), run.mean(m, main)) for m in levels],
                  td(f"{run.seconds:.1f}", run.seconds)]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return table(head, rows)

@@ -25,16 +25,36 @@ from placedemarche.report.plots import DISTINCT_COLOURS
 PAGE_NAME = "report.html"
 
 
-def heatmap(go, matrix, x, y, title: str, x_title: str, y_title: str):
-    fig = go.Figure(go.Heatmap(z=np.asarray(matrix).tolist(), x=x, y=y, colorscale="Blues",
-                               texttemplate="%{z}", showscale=False,
+def heatmap(go, matrix, x, y, title: str, x_title: str, y_title: str, groups=None):
+    """A count matrix; ``groups`` (first level, start, end) of the rows, from
+    data.categories.first_level_groups, draws lines between the first levels of a category tree."""
+    z = np.asarray(matrix)
+    # dozens of categories: blank zero cells, so the counts that matter stand out
+    text = [[str(v) if v or len(y) <= 20 else "" for v in row] for row in z.tolist()]
+    fig = go.Figure(go.Heatmap(z=z.tolist(), x=x, y=y, colorscale="Blues", text=text,
+                               texttemplate="%{text}", showscale=False,
                                hovertemplate="true %{y}<br>" + x_title.split(" ")[0] + " %{x}<br>%{z} products<extra></extra>"))
     fig.update_yaxes(autorange="reversed", title_text=y_title)
     fig.update_xaxes(tickangle=-35, title_text=x_title)
     side = 260 + 34 * max(len(x), len(y))
     fig.update_layout(title={"text": html.escape(title), "font": {"size": 13}}, width=side + 120,
                       height=side, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    if groups and any(end - start > 1 for _, start, end in groups):
+        line = {"color": "#555", "width": 1.5}
+        for _, start, _ in groups[1:]:
+            fig.add_shape(type="line", x0=-0.5, x1=len(x) - 0.5, y0=start - 0.5, y1=start - 0.5, line=line)
+            fig.add_shape(type="line", y0=-0.5, y1=len(y) - 0.5, x0=start - 0.5, x1=start - 0.5, line=line)
     return fig
+
+
+def category_items(info: dict) -> list[tuple[str, str]]:
+    """Header lines of a report: the level of the category tree and what choosing it left out
+    or merged (``category_info``, see data/categories.py); none at level 1 with nothing left out."""
+    from placedemarche.data.categories import category_note
+
+    note = category_note(info) if info else None
+    return ([("category level", str(info["level"]))] if info.get("level", 1) > 1 else []) + \
+        ([("categories left out", html.escape(note))] if note else [])
 
 
 def photo_data_uri(path: Path) -> str:
@@ -152,6 +172,7 @@ dl { display: grid; grid-template-columns: max-content auto; gap: 2px 16px; }
 dt { color: #666; } dd { margin: 0; }
 table.sortable { border-collapse: collapse; font-size: 13px; }
 .scroll { overflow-x: auto; }
+.plot.confusion { overflow: auto; max-width: 100%; max-height: 90vh; }
 th, td { padding: 4px 8px; border-bottom: 1px solid #eee; text-align: left; white-space: nowrap; }
 th { cursor: pointer; background: #f5f5f5; user-select: none; }
 th[aria-sort=ascending]::after { content: " \\25B2"; } th[aria-sort=descending]::after { content: " \\25BC"; }

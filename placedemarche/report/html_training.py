@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from placedemarche.classify.threshold import describe as describe_decision
 from placedemarche.core.files import atomic_write_text
+from placedemarche.data.categories import first_level_groups
+from placedemarche.report.html_page import category_items
 from placedemarche.report.html_page import PAGE_NAME, colour_palette, definition_list, heatmap, none_if_nan, plus_minus, render_page, table, td
 
 if TYPE_CHECKING:
@@ -31,6 +33,7 @@ def write_training_html(result: "TrainResult", out: Path, histories: Sequence[Se
         ("catalogue", str(info.get("source") or "-")),
         ("products", f"{info.get('products')} ({info.get('dropped', 0)} dropped)"),
         ("categories", f"{len(categories)}: {', '.join(categories)}"),
+        *category_items(info.get("category") or {}),
         *[(kind, ", ".join(specs) if isinstance(specs, (list, tuple)) else str(specs))
           for kind, specs in ((k, config.get(k)) for k in ("text", "image")) if specs],
         ("text field", str(config.get("text_field"))),
@@ -80,13 +83,14 @@ def write_training_html(result: "TrainResult", out: Path, histories: Sequence[Se
                      "out-of-fold predictions. The marker is the threshold kept for the target precision; "
                      "<code>pm serve --target-precision</code> can pick another point of this curve.</p>",
                      '<div class="plot" id="fig-risk-coverage"></div>']
+        body += _level_table(results)
         body += ["<h2>Per-class F1</h2>", '<div class="plot" id="fig-f1"></div>',
                  "<h2>Confusion matrices (out-of-fold)</h2>", '<div class="row">']
         for number, (name, res) in enumerate(sorted(results.items(), key=lambda kv: kv[0] != main)):
             escaped = [html.escape(c) for c in categories]
             figures.append((f"confusion-{number}", heatmap(
                 go, res["confusion_matrix"], escaped, escaped, f"{name}: accuracy {res['accuracy_mean']:.3f}",
-                "predicted category", "true category")))
+                "predicted category", "true category", groups=first_level_groups(categories))))
             body.append(f'<div class="plot confusion" id="fig-confusion-{number}"></div>')
         body.append("</div>")
     curves = list(histories) or ([list(final_history)] if final_history else [])
@@ -123,6 +127,21 @@ def _risk_coverage_figure(decision: dict[str, Any]):
                       xaxis={"title": {"text": "coverage (share of products accepted)"}, "tickformat": ".0%"},
                       yaxis={"title": {"text": "precision of the accepted predictions"}})
     return fig
+
+
+def _level_table(results: dict) -> list[str]:
+    """Out-of-fold accuracy and macro-F1 with the predictions cut to each level of the category
+    tree (a deeper-level run only)."""
+    levels = sorted({lvl for res in results.values() for lvl in res.get("levels", {})}, key=int)
+    if not levels:
+        return []
+    head = ["prediction", *[f"level {lvl} {what}" for lvl in levels for what in ("accuracy", "macro F1")]]
+    rows = ["<tr>" + td(name) + "".join(td(f"{res['levels'][lvl][m]:.3f}", res["levels"][lvl][m])
+                                       for lvl in levels for m in ("accuracy", "macro_f1")) + "</tr>"
+            for name, res in results.items() if res.get("levels")]
+    return ["<h2>Scores per level of the category tree</h2>",
+            '<p class="note">Out-of-fold predictions cut to each level: a product put in the right branch '
+            "counts as right at the levels above its error.</p>", table(head, rows)]
 
 
 def _learning_curves_figure(histories: list[list[dict]]):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from placedemarche.data.categories import first_level_groups
 from placedemarche.evaluate.metrics import match_clusters, n_clusters_of
 
 if TYPE_CHECKING:
@@ -150,8 +151,14 @@ def plot_confusion(matrix: np.ndarray, categories: list[str], title: str, path: 
     ax.set_ylabel("true category")
     threshold = matrix.max() / 2 if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
-        ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
-                color="white" if value > threshold else "black")
+        if value or n_true <= 20:  # dozens of categories: zeros left blank
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                    color="white" if value > threshold else "black")
+    groups = first_level_groups(categories)  # categories sorted by path come in first-level blocks
+    if any(end - start > 1 for _, start, end in groups):
+        for _, start, _ in groups[1:]:
+            ax.axhline(start - 0.5, color="#555", linewidth=1)
+            ax.axvline(start - 0.5, color="#555", linewidth=1)
     ax.set_title(title, fontsize=10)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
