@@ -272,3 +272,25 @@ def test_clear_one_line_errors(tiny_catalog, tmp_path):
                                  str(tmp_path / "a-file")])
     assert on_file.exit_code == 2 and "is a file" in on_file.output  # click refuses it before any work
     assert "Traceback" not in on_file.output
+
+
+def test_store_features_picks_every_set_and_leaves_learners_to_refit(tiny_catalog, tmp_path):
+    # the Python API of --features STORE: what pm evaluate and pm train call
+    from placedemarche.core.plugins import create_plugin
+    from placedemarche.features.extraction import extract_features, features_from, store_features
+
+    catalog = load_catalog(tiny_catalog)
+    catalog.image_paths[0] = None  # extracted without this image: no feature row
+    extract_to_store(catalog, ["tfidf:min_df=1"], ["colour-histogram"], tmp_path / "store")
+    catalog = load_catalog(tiny_catalog)
+    aligned, source = store_features(tmp_path / "store", catalog)  # no specs: every complete set
+    assert (source.text, source.image) == (("tfidf:min_df=1",), ("colour-histogram",))
+    assert set(source.sets) == {("text", "tfidf:min_df=1"), ("image", "colour-histogram")} and not source.refit
+    assert source.dropped == [catalog.ids[0]] and aligned.ids == catalog.ids[1:]
+    with features_from(source):
+        feats = extract_features(create_plugin("image", "colour-histogram"), aligned.image_paths)
+    assert feats.from_cache and feats.matrix.shape[0] == len(aligned) == 17
+
+    kept, training = store_features(tmp_path / "store", catalog, refit_learners=True)
+    assert training.refit == [("text", "tfidf:min_df=1")]  # fitted on each fold's rows, never read
+    assert list(training.sets) == [("image", "colour-histogram")] and len(kept) == 17

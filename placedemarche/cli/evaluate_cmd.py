@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from placedemarche.cli.options import category_options
-from placedemarche.cli.options import catalog_options, extractor_options, features_option, load_catalog_from_options
+from placedemarche.cli.options import (catalog_options, download_option, extractor_options, features_option,
+                                       load_catalog_from_options)
 
 
 @click.command("evaluate")
@@ -46,11 +47,12 @@ from placedemarche.cli.options import catalog_options, extractor_options, featur
 @click.option("--no-cache", is_flag=True, help="Recompute features instead of using the cache.")
 @features_option
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@download_option
 @category_options("2")
 @catalog_options
 def evaluate(text, image, text_field, reducer, cluster_on, clusterer, clusters, seeds, text_weight, scale,
              perplexity, tsne_input, no_fuse, jobs, approximate_above, sample_size, out, no_cache,
-             features_store, no_progress, **catalog_kwargs):
+             features_store, no_progress, no_download, **catalog_kwargs):
     """Do products of one category group together? Cluster and score feature combinations.
 
     Runs every --text and --image extractor alone and every text × image pair, clusters each
@@ -66,9 +68,9 @@ def evaluate(text, image, text_field, reducer, cluster_on, clusterer, clusters, 
     from placedemarche.cli.options import choose_categories
     from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
     from placedemarche.report.evaluation import write_evaluation_report
-    from placedemarche.features.extraction import features_from
+    from placedemarche.features.extraction import features_from, store_features, store_specs
     from placedemarche.core.plugins import check_specs
-    from placedemarche.cli.options import align_with_store, print_catalog_notes, store_specs
+    from placedemarche.cli.options import fetch_missing_dataset, print_catalog_notes, print_store_notes
     from placedemarche.cli.render import console, progress_bars
 
     if features_store:
@@ -85,13 +87,15 @@ def evaluate(text, image, text_field, reducer, cluster_on, clusterer, clusters, 
         approximate_above=approximate_above, sample_size=sample_size,
     )
     config.check()
+    fetch_missing_dataset(catalog_kwargs["data"], allowed=not no_download, progress=not no_progress)
     catalog = load_catalog_from_options({**catalog_kwargs, "text_field": text_field},
                                         text=bool(text), image=bool(image), labels=True)
     out_dir = Path(out) if out else Path("pm-results") / time.strftime("evaluate-%Y%m%d-%H%M%S")
     print_catalog_notes(catalog, text_field if text else None, bool(image))
     source = None
     if features_store:
-        catalog, source = align_with_store(features_store, catalog, text, image, text_field)
+        catalog, source = store_features(features_store, catalog, text, image, text_field)
+        print_store_notes(source, features_store)
     catalog = choose_categories(catalog, catalog_kwargs, default_min_size=2)
     cache = None if no_cache else FeatureCache()
     with progress_bars(not no_progress), features_from(source):

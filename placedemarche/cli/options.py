@@ -50,6 +50,31 @@ def extractor_options(func):
     return func
 
 
+def download_option(func):
+    """Add --no-download (commands that fetch a missing dataset: pm evaluate, pm train)."""
+    return click.option(
+        "--no-download", is_flag=True,
+        help="Fail instead of downloading the dataset --data names (the Flipkart sample without "
+             "--data) when it is missing from the data home; PM_NO_DOWNLOAD=1 does the same.")(func)
+
+
+def fetch_missing_dataset(data, *, allowed: bool, progress: bool = True) -> None:
+    """Download the dataset ``--data`` names (the default one without it) when it is missing
+    from the data home and downloads are ``allowed`` (and PM_NO_DOWNLOAD does not forbid
+    them), saying so in one line: pm evaluate and pm train then run on a fresh machine."""
+    from placedemarche.data.datasets import data_home, dataset_to_fetch, fetch_dataset
+    from placedemarche.cli.render import err_console, progress_bars
+
+    name = dataset_to_fetch(data, allowed=allowed)
+    if name is None:
+        return
+    err_console.print(f"{name}: not in the data home {data_home()}, downloading it (checked against its "
+                      "sha256; run again to resume if interrupted; --no-download to forbid)",
+                      highlight=False, markup=False, soft_wrap=True)
+    with progress_bars(progress):
+        fetch_dataset(name)
+
+
 def load_unvalidated_catalog(kwargs: dict, *, labels: bool, keep_urls: bool = False):
     """Load the catalogue named by :func:`catalog_options` values (``--on-missing`` is left in
     ``kwargs``): nothing dropped yet; image URLs kept as they are with ``keep_urls``."""
@@ -146,34 +171,16 @@ def features_option(func):
              "computing them; without --text/--image, use every set in it.")(func)
 
 
-def store_specs(store_path: str, text: tuple, image: tuple, text_field: str) -> tuple[tuple, tuple]:
-    """The specs to read from ``--features STORE``: those given, else every complete set in it
-    (text sets extracted from ``text_field``)."""
-    if text or image:
-        return text, image
-    from placedemarche.features.store import FeatureStore, StoreError
-
-    store = FeatureStore(store_path)
-    complete = [s for s in store.sets() if s.complete]
-    text = tuple(dict.fromkeys(s.spec for s in complete if s.kind == "text"
-                               and s.manifest.get("input", {}).get("text_field") == text_field))
-    image = tuple(dict.fromkeys(s.spec for s in complete if s.kind == "image"))
-    if not text and not image:
-        raise StoreError(f"no complete feature set in {store.root}"
-                         + (f" (text sets for --text-field {text_field})" if complete else "")
-                         + ": fill it with pm extract --out " + str(store.root))
-    return text, image
-
-
-def align_with_store(store_path: str, catalog, text, image, text_field: str):
-    """``(catalog, source)``: the catalogue restricted to the products with features in the
-    store, and the features (see features.extraction.store_features); says what was dropped."""
+def print_store_notes(source, store_path) -> None:
+    """Say where each set was read from, which were refitted instead, and what was dropped
+    (see features.extraction.store_features)."""
     from rich.markup import escape
 
-    from placedemarche.features.extraction import store_features
     from placedemarche.cli.render import err_console
 
-    catalog, source = store_features(store_path, catalog, text, image, text_field)
+    for _, spec in source.refit:
+        err_console.print(escape(f"{spec}: learns from data, fitted on each fold's training rows "
+                                 "from the catalogue (not read from the store)"), highlight=False)
     for (kind, spec), found in source.sets.items():
         err_console.print(escape(f"{spec}: {kind} features from {found.path}"), highlight=False)
     if source.dropped:
@@ -181,4 +188,3 @@ def align_with_store(store_path: str, catalog, text, image, text_field: str):
         err_console.print(f"[yellow]dropped {len(source.dropped)} product(s) without a feature row in "
                           f"{escape(str(store_path))}[/] (failed or not extracted; see each set's "
                           f"manifest.json): {escape(shown)}", highlight=False)
-    return catalog, source

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from placedemarche.cli.options import catalog_options, category_options, extractor_options, features_option
+from placedemarche.cli.options import (catalog_options, category_options, download_option, extractor_options,
+                                       features_option)
 from placedemarche.cli.feedback_cmd import feedback_option, load_training_catalog
 
 
@@ -53,11 +54,12 @@ from placedemarche.cli.feedback_cmd import feedback_option, load_training_catalo
 @features_option
 @feedback_option
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@download_option
 @category_options("the number of --folds, at least 2")
 @catalog_options
 def train(text, image, text_field, classifier, C, fusion, folds, seed, class_weight, finetune, unfreeze,
           epochs, finetune_epochs, lr, finetune_lr, batch_size, augment, views, patience, out, no_cache,
-          features_store, feedback_db, no_progress, **catalog_kwargs):
+          features_store, feedback_db, no_progress, no_download, **catalog_kwargs):
     """Train a category classifier, cross-validate it, and save it for `pm predict`.
 
     Frozen features of --text and/or --image extractors (repeat an option to combine several)
@@ -82,8 +84,8 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
 
     from placedemarche.core.errors import PlaceDeMarcheError
     from placedemarche.cli.options import choose_categories
-    from placedemarche.features.extraction import features_from
-    from placedemarche.cli.options import print_catalog_notes, store_specs
+    from placedemarche.features.extraction import features_from, store_features, store_specs
+    from placedemarche.cli.options import fetch_missing_dataset, print_catalog_notes, print_store_notes
     from placedemarche.cli.render import console, err_console, progress_bars
 
     if features_store:
@@ -102,12 +104,15 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     config = TrainConfig(text=list(text) or None, image=list(image) or None, text_field=text_field, classifier=classifier, C=C,
                          fusion=fusion, folds=folds, seed=seed, class_weight=class_weight, finetune=tuning)
     config.check()
+    fetch_missing_dataset(catalog_kwargs["data"], allowed=not no_download, progress=not no_progress)
     catalog = load_training_catalog(catalog_kwargs, text_field=text_field, text=bool(text), image=bool(image),
                                     feedback_db=feedback_db)
     print_catalog_notes(catalog, text_field if text else None, bool(image))
     source = None
     if features_store:
-        catalog, source = _store_features(features_store, catalog, text, image, text_field)
+        # the extractors that learn from data are fitted on each fold's training rows instead
+        catalog, source = store_features(features_store, catalog, text, image, text_field, refit_learners=True)
+        print_store_notes(source, features_store)
     catalog = choose_categories(catalog, catalog_kwargs, default_min_size=max(folds, 2) if folds else 1)
     out_dir = Path(out) if out else Path("pm-results") / time.strftime("model-%Y%m%d-%H%M%S")
     with progress_bars(not no_progress), features_from(source):
@@ -125,29 +130,6 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
                   highlight=False)
     # the last line, where people look for what to open (written by write_training_report)
     console.print(f"Report: {out_dir / 'report.html'}", highlight=False, soft_wrap=True)
-
-
-def _store_features(store_path, catalog, text, image, text_field):
-    """Align the catalogue with the store's sets of the extractors that do not learn from data;
-    those that do are fitted on each fold's training rows as without --features (a set fitted
-    on every product would leak the test folds' vocabulary into training)."""
-    from rich.markup import escape
-
-    from placedemarche.core.plugins import create_plugin
-    from placedemarche.cli.options import align_with_store
-    from placedemarche.cli.render import err_console
-
-    frozen = {"text": [], "image": []}
-    for kind, specs in (("text", text), ("image", image)):
-        for spec in specs:
-            if create_plugin(kind, spec).learns_from_data:
-                err_console.print(escape(f"{spec}: learns from data, fitted on each fold's training rows "
-                                         "from the catalogue (not read from the store)"), highlight=False)
-            else:
-                frozen[kind].append(spec)
-    if not frozen["text"] and not frozen["image"]:
-        return catalog, None
-    return align_with_store(store_path, catalog, frozen["text"], frozen["image"], text_field)
 
 
 def folds_table(result):

@@ -5,11 +5,16 @@ unpacked there under its own directory (``<home>/flipkart/``, holding the CSV an
 once the CSV's sha256 matches the registry. Downloads go to ``<home>/<name>.zip.part`` first,
 which a later call resumes with an HTTP Range request.
 
+Commands that read the default dataset (``pm evaluate``, ``pm train``) download it when it
+is missing (:func:`dataset_to_fetch`, :func:`fetch_dataset`), unless ``--no-download`` or
+``PM_NO_DOWNLOAD=1`` forbids it.
+
 Usage::
 
     from placedemarche.data.datasets import download_dataset, resolve_data
     download_dataset("flipkart")      # no-op when already there
     catalog_dir = resolve_data(None)  # what `--data` means when it is not given
+    catalog_dir = resolve_data(None, download=True)  # fetched first on a fresh machine
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ from placedemarche.core.progress import task
 
 class DatasetError(PlaceDeMarcheError):
     """A dataset cannot be downloaded, verified or found."""
+
+
+class DatasetUnreachable(DatasetError):
+    """The archive's server cannot be reached (offline, most likely); ``reason`` says how."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,8 @@ DATASETS: dict[str, Dataset] = {
 }
 
 DEFAULT_DATASET = "flipkart"
+#: Set to 1 (or true, yes) to forbid commands to download a missing dataset.
+NO_DOWNLOAD_ENV = "PM_NO_DOWNLOAD"
 _CHUNK = 1 << 16
 
 
@@ -105,10 +120,44 @@ def dataset_path(name: str, home: str | os.PathLike | None = None) -> Path | Non
     return None
 
 
-def resolve_data(arg: str | os.PathLike | None) -> Path:
+def downloads_allowed() -> bool:
+    """False when ``PM_NO_DOWNLOAD`` is set to anything but empty, 0, false or no."""
+    return os.environ.get(NO_DOWNLOAD_ENV, "").strip().lower() in ("", "0", "false", "no")
+
+
+def dataset_to_fetch(arg: str | os.PathLike | None, *, allowed: bool = True) -> str | None:
+    """The dataset to download before reading ``--data arg``: the one ``arg`` names (the default
+    dataset when None) if it is missing from the data home and downloads are allowed
+    (``allowed`` and no ``PM_NO_DOWNLOAD``). None otherwise (an existing path, a dataset
+    already there, or downloads forbidden: :func:`resolve_data` then says how to get it)."""
+    if not allowed or not downloads_allowed():
+        return None
+    if arg is not None and (Path(arg).expanduser().exists() or str(arg).lower() not in DATASETS):
+        return None
+    name = DEFAULT_DATASET if arg is None else str(arg).lower()
+    return name if dataset_path(name) is None else None
+
+
+def fetch_dataset(name: str, *, timeout: float = 60.0) -> Path:
+    """:func:`download_dataset` for a command that needs the dataset to run: when the server
+    cannot be reached, the error is that of a missing dataset, with why it was not fetched."""
+    try:
+        return download_dataset(name, timeout=timeout)
+    except DatasetUnreachable as exc:
+        raise DatasetError(f"dataset '{name}' is not in the data home {data_home()} and downloading it failed "
+                           f"({exc.reason}): run `pm dataset download {name}` when online, or pass --data PATH"
+                           ) from None
+
+
+def resolve_data(arg: str | os.PathLike | None, *, download: bool = False) -> Path:
     """What a `--data` option names: an existing path (catalogue directory or CSV) is taken as
     is, a dataset name ("flipkart") means its directory in the data home, and None means the
-    Flipkart sample in the data home."""
+    Flipkart sample in the data home; with ``download``, a dataset missing from the data home
+    is downloaded first (see :func:`dataset_to_fetch`)."""
+    if download:
+        name = dataset_to_fetch(arg)
+        if name is not None:
+            return fetch_dataset(name)
     if arg is not None:
         path = Path(arg).expanduser()
         if path.exists():
@@ -213,10 +262,13 @@ def _fetch(url: str, part: Path, timeout: float, dataset: Dataset) -> None:
 
         failure = describe_failure(exc, url, timeout)
         if failure.unreachable:  # offline, most likely: say how to do without the network
-            raise DatasetError(f"download of {url} failed ({failure.reason})" + _kept(part)
-                               + _offline_hint(url, dataset)) from None
-        hint = _offline_hint(url, dataset) if isinstance(exc, requests.ConnectTimeout) else ""
-        raise DatasetError(f"download of {url} failed ({_reason(exc, timeout)})" + _kept(part) + hint) from None
+            raise DatasetUnreachable(f"download of {url} failed ({failure.reason})" + _kept(part)
+                                     + _offline_hint(url, dataset), failure.reason) from None
+        reason = _reason(exc, timeout)
+        message = f"download of {url} failed ({reason})" + _kept(part)
+        if isinstance(exc, requests.ConnectTimeout):  # no answer at all: offline too, perhaps
+            raise DatasetUnreachable(message + _offline_hint(url, dataset), reason) from None
+        raise DatasetError(message) from None
     except OSError as exc:
         raise DatasetError(f"cannot write {part}: {exc.strerror or exc}") from None
     size = part.stat().st_size
