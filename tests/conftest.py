@@ -30,6 +30,17 @@ def pytest_configure(config):
     os.environ.setdefault("PM_MODEL_CACHE", tempfile.mkdtemp(prefix="pm-test-models-"))
 
 
+# A test that asks for one of these fixtures loads real model weights: it must be marked slow.
+REAL_WEIGHTS_FIXTURES = {"keras_home"}
+
+
+def pytest_collection_modifyitems(config, items):
+    unmarked = [item.nodeid for item in items if REAL_WEIGHTS_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError(f"real model weights without @pytest.mark.slow: {', '.join(unmarked)}")
+
+
 @pytest.fixture
 def flipkart_dir() -> Path:
     if not (FLIPKART / "flipkart_com-ecommerce_sample_1050.csv").is_file():
@@ -58,8 +69,6 @@ def _isolated_state(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PM_DATA_HOME", str(tmp_path / "data-home"))
-    # pm evaluate / pm train fetch a missing dataset: never from the internet in a test
-    monkeypatch.setenv("PM_NO_DOWNLOAD", "1")
     reset_plugins()
     yield
     reset_plugins()
