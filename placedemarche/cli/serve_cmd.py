@@ -89,11 +89,23 @@ def serve(model_dir, host, port, workers, target_precision, max_batch, max_wait_
                   f"{escape(loaded.decision_summary)})", highlight=False, soft_wrap=True)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     console.print(f"Seller page: http://{shown}:{port}/   API docs: http://{shown}:{port}/docs", highlight=False)
+    log_config = _log_config()
     if workers == 1:
-        uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level, log_config=log_config)
         return
     if engine.db is not None:
         engine.db.close()
     os.environ[SETTINGS_ENV] = settings.to_env()
     uvicorn.run("placedemarche.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level)
+                log_level=log_level, log_config=log_config)
+
+
+def _log_config() -> dict:
+    """uvicorn's logging, with the service's own logger (reloads, database failures) beside its own."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["placedemarche.serve"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config

@@ -1,9 +1,9 @@
 """The categorisation service: the FastAPI app, dynamic batching, the seller page.
 
 The modules: ``settings`` (:class:`ServeSettings`), ``schemas`` (the pydantic request and answer
-models), ``photos`` (upload checks), ``products`` (a request's product made ready for the
-model), ``batching`` (:class:`DynamicBatcher`), ``loaded`` (the model as served: id, checksum,
-decision thresholds), ``engine`` (:class:`Categoriser`), ``metrics`` (Prometheus), ``routes``
+models), ``products`` (a request's product made ready for the model, its photo checked),
+``batching`` (:class:`DynamicBatcher`), ``loaded`` (the model as served: id, checksum,
+decision thresholds), ``engine`` (:class:`Categoriser` and its Prometheus metrics), ``routes``
 (the endpoints), ``app`` (:func:`create_app`), ``db`` (answers and feedback in a database) and
 ``static/`` (the seller page). Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart,
 prometheus-client).

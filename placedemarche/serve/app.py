@@ -23,8 +23,7 @@ from fastapi.responses import JSONResponse
 
 from placedemarche.core.errors import PlaceDeMarcheError
 from placedemarche.serve.engine import Categoriser, Unanswerable
-from placedemarche.serve.photos import PhotoError
-from placedemarche.serve.products import NothingToCategorise
+from placedemarche.serve.products import NothingToCategorise, PhotoError
 from placedemarche.serve.settings import ServeSettings
 
 log = logging.getLogger("placedemarche.serve")
@@ -75,9 +74,10 @@ class BodyLimit:
 class RequestMetrics:
     """Counts each request by endpoint (its route's path template) and status, and its latency."""
 
-    def __init__(self, app, engine: Categoriser):
+    def __init__(self, app, engine: Categoriser, paths: frozenset[str] = frozenset()):
         self.app = app
         self.metrics = engine.metrics
+        self.paths = paths  # a request refused before routing (413) is still counted by its path
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -94,7 +94,7 @@ class RequestMetrics:
             await self.app(scope, receive, send_status)
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
+            endpoint = getattr(route, "path", None) or (scope["path"] if scope["path"] in self.paths else "unmatched")
             self.metrics.requests.labels(endpoint, str(status["code"])).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
 
@@ -161,7 +161,7 @@ def create_app(engine_or_settings: Categoriser | ServeSettings) -> FastAPI:
                             status_code=500)
 
     app.add_middleware(BodyLimit, settings=engine.settings)
-    app.add_middleware(RequestMetrics, engine=engine)
+    app.add_middleware(RequestMetrics, engine=engine, paths=frozenset(getattr(r, "path", "") for r in app.routes))
     return app
 
 

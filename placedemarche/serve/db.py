@@ -155,7 +155,7 @@ class ServiceDB:
         return engine
 
     def _prepare(self, create: bool) -> None:
-        from sqlalchemy import inspect, select
+        from sqlalchemy import func, inspect, select
 
         names = set(inspect(self._engine).get_table_names())
         missing = {"pm_schema", "answers", "feedback"} - names
@@ -166,7 +166,7 @@ class ServiceDB:
             self._create_tables()
         table = self._meta.tables["pm_schema"]
         with self._engine.begin() as conn:
-            version = conn.execute(select(table.c.version)).scalar()
+            version = conn.execute(select(func.max(table.c.version))).scalar()
             if version is None and create:
                 conn.execute(table.insert().values(version=SCHEMA_VERSION))
                 version = SCHEMA_VERSION
@@ -174,16 +174,21 @@ class ServiceDB:
             raise DatabaseError(f"{self.label}: schema version {version} was written by a newer placedemarche "
                                 f"(this one knows {SCHEMA_VERSION}): upgrade placedemarche")
 
-    def _create_tables(self) -> None:
-        from sqlalchemy import inspect
+    def _create_tables(self, attempts: int = 5) -> None:
+        import time
+
         from sqlalchemy.exc import SQLAlchemyError
 
-        try:
-            self._meta.create_all(self._engine)
-        except SQLAlchemyError:
-            # Several workers starting at once race to create the tables: the loser finds them made.
-            if {"pm_schema", "answers", "feedback"} - set(inspect(self._engine).get_table_names()):
-                raise
+        # Workers starting at once race to create the tables, one statement each: a loser's
+        # CREATE fails on a table another just made, and its next try creates only what is missing.
+        for attempt in range(attempts):
+            try:
+                self._meta.create_all(self._engine)
+                return
+            except SQLAlchemyError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from placedemarche.classify import MODEL_FILE, OBJECTS_FILE, ClassifierModel, load_model
+from placedemarche.classify import MODEL_FILE, ClassifierModel, load_model
 from placedemarche.classify.threshold import describe, threshold_for
 
 NO_DECISION = ("{directory} records no decision threshold (trained before pm train measured one): every answer "
@@ -43,7 +43,8 @@ def load_for_serving(directory: str | Path, target_precision: float | None = Non
     directory = Path(directory)
     model = load_model(directory)
     meta = json.loads((directory / MODEL_FILE).read_text(encoding="utf-8"))
-    checksum = (meta.get("sha256") or {}).get(OBJECTS_FILE)
+    objects = (meta.get("files") or {}).get("objects") or "model.joblib"
+    checksum = (meta.get("sha256") or {}).get(objects)
     model_id = f"{directory.resolve().name}-{(checksum or 'unchecked')[:12]}"
     stored = model.metrics.get("decision")
     notes: list[str] = []

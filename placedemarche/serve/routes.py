@@ -18,8 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from placedemarche.core.errors import PlaceDeMarcheError
 from placedemarche.serve.engine import Categoriser
 from placedemarche.serve.loaded import model_info
-from placedemarche.serve.photos import PhotoError, decode_base64
-from placedemarche.serve.products import NothingToCategorise, Product, make_product
+from placedemarche.serve.products import NothingToCategorise, PhotoError, Product, decode_base64, make_product
 from placedemarche.serve.schemas import (BatchAnswer, CategoryAnswer, FeedbackIn, FeedbackOut, FieldProblems,
                                          Health, ModelInfo, Problem, ProductForm, ProductIn, ReloadOut)
 
@@ -93,6 +92,8 @@ def add_routes(app: FastAPI, engine: Categoriser) -> None:
                 if value is None or value == "":
                     continue
                 if key == "photo":
+                    if hasattr(value, "read") and not value.filename and not value.size:
+                        continue  # a form's file input left empty
                     value = await value.read() if hasattr(value, "read") else value.encode()
                 elif not isinstance(value, str):
                     raise RequestValidationError([{"loc": ("body", key), "msg": f"{key} must be text, not a file",

@@ -84,7 +84,7 @@ class ModelInfo(BaseModel):
     cv_accuracy: float | None = Field(description="Cross-validated accuracy of that group (None: trained without folds)")
     decision: DecisionInfo
     trained: str | None
-    checksum: str | None = Field(description="sha256 of model.joblib, as recorded in model.json")
+    checksum: str | None = Field(description="sha256 of the model's objects file, as recorded in model.json")
     loaded: str
     feedback: bool = Field(description="Whether POST /v1/feedback records anything (pm serve --db)")
 
