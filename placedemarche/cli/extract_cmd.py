@@ -71,10 +71,8 @@ def extract(text, image, text_field, out, engine, address, batch_size, shard_row
     """
     from rich.markup import escape
 
-    from placedemarche.data.catalog import COLUMN_CANDIDATES
-    from placedemarche.features.driver import get_engine
-    from placedemarche.core.errors import CatalogError, PlaceDeMarcheError
-    from placedemarche.features.driver import extract_to_store
+    from placedemarche.features.driver import catalogs_to_extract, extract_to_store, get_engine
+    from placedemarche.core.errors import PlaceDeMarcheError
     from placedemarche.core.plugins import check_specs
     from placedemarche.features.store import FeatureStore
     from placedemarche.cli.options import load_unvalidated_catalog, print_catalog_notes
@@ -87,18 +85,10 @@ def extract(text, image, text_field, out, engine, address, batch_size, shard_row
     # image URLs (s3://, gs://, https://) go to the extractors as they are
     catalog = load_unvalidated_catalog(catalog_kwargs, labels=False, keep_urls=True)
     # every check before any work: the catalogue for each modality, the store, the engine
-    texts = images = None
-    if text:  # empty texts are dropped (or refused) as by the other commands
-        texts = catalog.validated(text=text_field, image=False, on_missing=on_missing)
+    texts, images = catalogs_to_extract(catalog, text_field=text_field if text else None, image=bool(image),
+                                        on_missing=on_missing)
+    if texts is not None:
         print_catalog_notes(texts, text_field, False)
-    if image:
-        if on_missing == "fail":
-            images = catalog.validated(text=None, image=True, check_decode=False, on_missing="fail")
-        elif catalog.columns and not catalog.columns.get("image"):
-            raise CatalogError(f"{catalog.source or 'catalogue'}: no image column (looked for "
-                               f"{', '.join(COLUMN_CANDIDATES['image'])}); name it with --image-column")
-        else:
-            images = catalog  # an unusable image is a failed row listed in the manifest
     store = FeatureStore(out, create=True)
     # one engine for every set (a Ray cluster is joined once)
     runner = get_engine(engine, **_engine_options(engine, address=address, concurrency=concurrency,

@@ -30,10 +30,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from placedemarche.features.cache import extractor_key
-from placedemarche.data.catalog import Catalog, TextField
+from placedemarche.data.catalog import COLUMN_CANDIDATES, Catalog, TextField
 from placedemarche.features.engines import Batch, Engine, LocalEngine
 from placedemarche.features.ray_engine import RayEngine
-from placedemarche.core.errors import PlaceDeMarcheError
+from placedemarche.core.errors import CatalogError, PlaceDeMarcheError
 from placedemarche.core.plugins import create_plugin, providing_distribution
 from placedemarche.core.progress import Reporter, reporting, task
 from placedemarche.features.fitted import load_fitted, save_fitted
@@ -89,6 +89,26 @@ def catalog_fingerprint(ids: Sequence[str], items: Sequence) -> str:
             digest.update(len(data).to_bytes(8, "little"))
             digest.update(data)
     return digest.hexdigest()
+
+
+def catalogs_to_extract(catalog: Catalog, *, text_field: TextField | None, image: bool,
+                        on_missing: str = "drop") -> tuple[Catalog | None, Catalog | None]:
+    """The rows of an unvalidated ``catalog`` each modality extracts: ``(texts, images)``, None
+    for one not asked (``text_field`` None, ``image`` False). Empty texts are dropped (or refused
+    with ``on_missing="fail"``) as by the other commands; an unusable image is not dropped but
+    becomes a failed row of the set's manifest, unless ``on_missing="fail"`` refuses it first."""
+    texts = images = None
+    if text_field:
+        texts = catalog.validated(text=text_field, image=False, on_missing=on_missing)
+    if image:
+        if on_missing == "fail":
+            images = catalog.validated(text=None, image=True, check_decode=False, on_missing="fail")
+        elif catalog.columns and not catalog.columns.get("image"):
+            raise CatalogError(f"{catalog.source or 'catalogue'}: no image column (looked for "
+                               f"{', '.join(COLUMN_CANDIDATES['image'])}); name it with --image-column")
+        else:
+            images = catalog
+    return texts, images
 
 
 def extract_to_store(catalog: Catalog, text_specs: Sequence[str] = (), image_specs: Sequence[str] = (),
