@@ -44,6 +44,7 @@ def cli(verbose):
 
 
 # Each command lives in its own module; importing them stays cheap (heavy imports are inside).
+from placedemarche.cli.audit_cmd import audit  # noqa: E402
 from placedemarche.cli.cache_cmds import cache  # noqa: E402
 from placedemarche.cli.dataset_cmds import dataset  # noqa: E402
 from placedemarche.cli.evaluate_cmd import evaluate  # noqa: E402
@@ -58,3 +59,4 @@ for _command in (list_plugins, list_extractors, list_reducers, plugins, extract,
     cli.add_command(_command)
 cli.add_command(feedback)
 cli.add_command(serve)
+cli.add_command(audit)
