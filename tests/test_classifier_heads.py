@@ -48,6 +48,7 @@ def test_built_in_head_gives_probabilities_in_classes_order(name, text_features)
     # predict is the most probable class, named from classes_
     predicted = head.predict(X if head.accepts_sparse else X.toarray())
     assert list(predicted) == list(head.classes_[np.argmax(P, axis=1)])
+    # the generated catalogue is separable by construction: this checks the head is wired, not good
     if name != "hist-gb":  # 30 rows are too few for its 20-row leaves: it predicts the priors
         assert np.mean(predicted == labels) >= 0.9
 
@@ -145,7 +146,7 @@ def test_example_package_head_trains_and_predicts_through_the_cli(tiny_catalog, 
                                "--out", str(model_dir), "--no-progress"])
     assert done.exit_code == 0, done.output
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    assert metrics["results"]["text"]["accuracy_mean"] >= 0.9
+    assert metrics["results"]["text"]["accuracy_mean"] >= 0.9  # the tiny catalogue: plumbing only
     head = json.loads((model_dir / "model.json").read_text())["head"]
     assert (head["plugin"], head["distribution"]) == ("nearest-centroid", "placedemarche-colour-histogram")
     out = tmp_path / "p.csv"

@@ -105,7 +105,8 @@ def test_cross_validation_scores_every_modality_and_writes_the_report(tiny_catal
     assert len(result.folds) == 3
     assert sum(f["test"] for f in result.folds) == len(catalog)
     fused = result.summary["results"]["text+image"]
-    # the generated texts and colours separate the three categories
+    # plumbing, not quality: the generated texts and colours separate the three categories by
+    # construction (conftest); accuracy on real products is checked on Flipkart (test_flipkart_quality)
     assert fused["accuracy_mean"] >= 0.9
     assert np.array(fused["confusion_matrix"]).sum() == len(catalog)
     for name in ("metrics.json", "folds.csv", "classification_report.txt", "confusion_matrix.csv",
@@ -444,6 +445,7 @@ def test_bad_settings_are_refused(tiny_catalog):
 def test_other_classifiers(tiny_catalog, classifier, classify_plugins):
     catalog = load_catalog(tiny_catalog).validated()
     result = train(catalog, TrainConfig(text="tfidf:min_df=1", classifier=classifier, folds=3))
+    # every head learns the tiny catalogue (separable by construction): wiring, not a ranking
     assert result.summary["results"]["text"]["accuracy_mean"] >= 0.8
     assert result.predict_proba(catalog).shape == (18, 3)
 

@@ -36,7 +36,8 @@ def test_text_image_and_fused_runs_are_scored_and_written(tiny_catalog, tmp_path
         for space in run.spaces.values():
             assert len(space.per_seed) == 2
             assert np.array(space.confusion).sum() == len(catalog)
-    # categories are separable on both modalities in the generated data
+    # categories are separable on both modalities in the generated data: a plumbing check (the
+    # scores reach the report), not a quality claim; quality is checked on Flipkart (slow tests)
     best = report.runs[0]
     assert best.mean("ari") > 0.8
     assert report.runs == sorted(report.runs, key=lambda r: -r.mean("ari"))
