@@ -217,19 +217,63 @@ def test_model_whose_head_module_cannot_be_imported_is_a_one_line_error(tiny_cat
 
 
 # -- pickles of models saved before the stage packages (placedemarche.core.classify) ----------
-def test_model_pickled_with_the_old_module_paths_loads(tiny_catalog, tmp_path, monkeypatch):
+def _write_old_model_directory(model, directory, modules):
+    """A model directory as placedemarche wrote it before skops and before the stage packages:
+    model.json format 1 and a joblib pickle whose classes name the old ``modules`` (class ->
+    old module), registered under those names only while pickling."""
+    import hashlib
+    import types
+
+    import joblib
+
+    from placedemarche.classify.blocks import Block
+
+    save_model(model, directory)
+    (directory / "model.skops").unlink()
+    objects = {"blocks": {k: Block(b.kind, b.spec, b.extractor, b.scaler, b.head, None) for k, b in model.blocks.items()},
+               "fusion_heads": model.fusion_heads, "label_encoder": model.label_encoder}
+    with pytest.MonkeyPatch.context() as patch:
+        for cls, old in modules.items():
+            module = sys.modules.get(old) or types.ModuleType(old)
+            setattr(module, cls.__name__, cls)
+            patch.setitem(sys.modules, old, module)
+            patch.setattr(cls, "__module__", old)
+        joblib.dump(objects, directory / "model.joblib")
+    meta = json.loads((directory / "model.json").read_text())
+    meta.update(format=1, files={"objects": "model.joblib"},
+                sha256={"model.joblib": hashlib.sha256((directory / "model.joblib").read_bytes()).hexdigest()})
+    (directory / "model.json").write_text(json.dumps(meta))
+
+
+def test_model_pickled_with_the_old_module_paths_loads(tiny_catalog, tmp_path):
     """Models saved before the layout change name ``placedemarche.core.classify.Block`` and
-    ``...BlockScaler`` in their pickle: loading maps the old paths onto the new modules."""
+    ``placedemarche.core.classify.blocks.BlockScaler`` in their pickle: loading maps the old
+    paths onto the new modules, with a warning that the pickle runs code."""
     from placedemarche import classify
 
     catalog = load_catalog(tiny_catalog).validated()
     result = train(catalog, TrainConfig(text="tfidf:min_df=1", folds=0))
-    for cls in (classify.Block, classify.BlockScaler):
-        monkeypatch.setattr(cls, "__module__", "placedemarche.core.classify")
-    save_model(result.model, tmp_path / "m", legacy_pickle=True)
-    monkeypatch.undo()
+    _write_old_model_directory(result.model, tmp_path / "m",
+                               {classify.Block: "placedemarche.core.classify",
+                                classify.BlockScaler: "placedemarche.core.classify.blocks"})
+    assert classify.Block.__module__ == "placedemarche.classify.blocks"
+    assert "placedemarche.core.classify" not in sys.modules
     data = (tmp_path / "m" / "model.joblib").read_bytes()
-    assert b"placedemarche.classify.blocks" not in data and b"placedemarche.core.classify" in data
-    loaded = load_model(tmp_path / "m")
+    assert b"placedemarche.classify.blocks" not in data and b"placedemarche.core.classify.blocks" in data
+    with pytest.warns(classify.ModelWarning, match="is a pickle saved by an older placedemarche: loading it runs code"):
+        loaded = load_model(tmp_path / "m")
     assert type(loaded.blocks["text"]) is classify.Block and loaded.blocks["text"].top is None
+    assert type(loaded.blocks["text"].scaler) is classify.BlockScaler
     np.testing.assert_array_equal(loaded.predict_proba(catalog), result.predict_proba(catalog))
+
+
+def test_only_the_moved_modules_are_renamed_while_unpickling():
+    from placedemarche.classify.modelobjects import moved_module
+
+    assert moved_module("placedemarche.core.classify") == "placedemarche.classify"
+    assert moved_module("placedemarche.core.classify.blocks") == "placedemarche.classify.blocks"
+    assert moved_module("placedemarche.core.finetune") == "placedemarche.classify.finetune"
+    assert moved_module("placedemarche.core.text") == "placedemarche.data.text"
+    assert moved_module("placedemarche.core.classifyx") == "placedemarche.core.classifyx"
+    assert moved_module("placedemarche.core.errors") == "placedemarche.core.errors"  # did not move
+    assert moved_module("os") == "os"

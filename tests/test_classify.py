@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -420,9 +422,11 @@ def test_missing_or_damaged_model_files_give_one_line_errors(saved_model, damage
     elif damage == "bad-json":
         (saved_model / "model.json").write_text("{not json")
     elif damage == "no-objects":
-        (saved_model / "model.joblib").unlink()
+        (saved_model / "model.skops").unlink()
     elif damage == "bad-objects":
-        (saved_model / "model.joblib").write_bytes(b"garbage, not a pickle")
+        (saved_model / "model.skops").write_bytes(b"garbage, not a skops file")
+        _edit_meta(saved_model, lambda meta: meta["sha256"].update(
+            {"model.skops": hashlib.sha256(b"garbage, not a skops file").hexdigest()}))
     else:
         target = saved_model / "nowhere"
     with pytest.raises(ModelError) as info:
@@ -518,25 +522,19 @@ def test_result_files_honour_the_umask(tiny_catalog, tmp_path, classify_plugins,
 
 
 def test_a_failed_model_save_leaves_no_temporary_file(saved_model, monkeypatch):
-    import joblib
-
     from placedemarche.classify import save_model
 
     model = load_model(saved_model)
-    before = (saved_model / "model.joblib").read_bytes()
+    before = (saved_model / "model.skops").read_bytes()
 
-    def broken_dump(value, target, *args, **kwargs):
-        if hasattr(target, "write"):
-            target.write(b"half a pickle")
-        else:
-            Path(target).write_bytes(b"half a pickle")
+    def broken_fsync(fd):  # the objects were written to the temporary file, then the disk fails
         raise OSError("disk full")
 
-    monkeypatch.setattr(joblib, "dump", broken_dump)
+    monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         save_model(model, saved_model)
     assert sorted(p.name for p in saved_model.iterdir() if p.name.startswith(".")) == []
-    assert (saved_model / "model.joblib").read_bytes() == before
+    assert (saved_model / "model.skops").read_bytes() == before
 
 
 # -- images not found at prediction time ------------------------------------------------------
@@ -612,14 +610,14 @@ def test_model_objects_checksum_is_recorded_and_a_replaced_file_is_refused_befor
     import joblib
 
     meta = json.loads((saved_model / "model.json").read_text())
-    digest = hashlib.sha256((saved_model / "model.joblib").read_bytes()).hexdigest()
-    assert meta["sha256"] == {"model.joblib": digest}
+    digest = hashlib.sha256((saved_model / "model.skops").read_bytes()).hexdigest()
+    assert meta["sha256"] == {"model.skops": digest}
     marker = tmp_path / "code-ran"
-    joblib.dump({"blocks": _Marker(marker)}, saved_model / "model.joblib")
+    joblib.dump({"blocks": _Marker(marker)}, saved_model / "model.skops")
     with pytest.raises(ModelError) as info:
         load_model(saved_model)
     message = str(info.value)
-    assert "model.joblib does not match the checksum in model.json" in message
+    assert "model.skops does not match the checksum in model.json" in message
     assert "train again or restore it" in message and "\n" not in message
     assert not marker.exists()
     done = CliRunner().invoke(cli, ["predict", "--model", str(saved_model), "--data", str(saved_model)])

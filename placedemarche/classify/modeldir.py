@@ -1,6 +1,7 @@
 """The model directory: :func:`save_model` and :func:`load_model`, with model.json checked
-(keys, versions, checksum of the pickle, categories, extractors, classifier head) before
-anything it describes is used."""
+(keys, versions, checksum of the objects file, categories, extractors, classifier head) before
+anything it describes is used. The objects are saved without pickle where they can be
+(``classify.modelobjects``)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,14 @@ from placedemarche.classify.finetune import FineTunedImageModel
 from placedemarche.classify.blocks import Block
 from placedemarche.classify.config import TrainConfig
 from placedemarche.classify.model import ClassifierModel
+from placedemarche.classify.modelobjects import PICKLE_FILE, SKOPS_FILE, read_objects, write_objects
+from placedemarche.core.trusted import UntrustedTypeError
 
-MODEL_FORMAT = 1
+#: 2: the objects in model.skops (or model.joblib, named in ``files.objects``); 1: model.joblib.
+MODEL_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 MODEL_FILE = "model.json"
-OBJECTS_FILE = "model.joblib"
+OBJECTS_FILE = SKOPS_FILE  # the objects file of a model with built-in plugins only
 NETWORK_FILE = "finetuned.keras"
 
 
@@ -48,11 +53,11 @@ def _major_minor(version: str) -> tuple[str, ...]:
 
 
 def save_model(model: ClassifierModel, directory: str | Path) -> Path:
-    """Write the model directory: model.json (config, categories, versions, metrics),
-    model.joblib (extractors, scalers, heads, label encoder) and finetuned.keras."""
-    import joblib
-
-    from placedemarche.core.files import atomic_write_text, atomic_writer
+    """Write the model directory: model.json (config, categories, versions, metrics), the
+    objects (extractors, scalers, heads, label encoder) and finetuned.keras. The objects go to
+    model.skops, or to the pickle model.joblib when a third-party plugin holds a type skops
+    cannot represent or placedemarche does not trust (model.json lists them under ``pickled``)."""
+    from placedemarche.core.files import atomic_write_text
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -65,8 +70,8 @@ def save_model(model: ClassifierModel, directory: str | Path) -> Path:
         "fusion_heads": model.fusion_heads,
         "label_encoder": model.label_encoder,
     }
-    with atomic_writer(directory / OBJECTS_FILE, "wb") as handle:
-        joblib.dump(objects, handle)
+    objects_file, pickled = write_objects(objects, directory)
+    stale = directory / (PICKLE_FILE if objects_file == SKOPS_FILE else SKOPS_FILE)
     meta = {
         "format": MODEL_FORMAT,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -79,14 +84,16 @@ def save_model(model: ClassifierModel, directory: str | Path) -> Path:
                              "fine_tuned": b.network is not None}
                        for key, b in model.blocks.items()},
         "head": _head_meta(model.config.classifier),
-        "files": {"objects": OBJECTS_FILE, **({"network": NETWORK_FILE} if networks else {})},
-        # checked before unpickling: a damaged or swapped objects file is refused, not run
-        "sha256": {OBJECTS_FILE: sha256_file(directory / OBJECTS_FILE)},
+        "files": {"objects": objects_file, **({"network": NETWORK_FILE} if networks else {})},
+        # checked before loading: a damaged or swapped objects file is refused, not run
+        "sha256": {objects_file: sha256_file(directory / objects_file)},
+        **({"pickled": pickled} if pickled else {}),
         "default_group": model.group,
         "metrics": {k: v for k, v in model.metrics.items()
                     if k in ("mean", "results", "folds", "main", "best_group", "fusion_warning")},
     }
     atomic_write_text(directory / MODEL_FILE, json.dumps(meta, indent=2))
+    stale.unlink(missing_ok=True)  # the other format, from an earlier save into this directory
     return directory
 
 
@@ -190,10 +197,15 @@ def _check_against_objects(meta: dict[str, Any], meta_path: Path, config: TrainC
 def load_model(directory: str | Path) -> ClassifierModel:
     """Load a model directory written by :func:`save_model`, checking it first.
 
-    ``model.joblib`` is a joblib (pickle) file, and **loading a pickle runs code**: load only
-    model directories you trust (trained by you or by someone you trust). Its sha256 checksum,
-    recorded in model.json at save time, is checked before unpickling: that catches a damaged
-    or swapped file, not one replaced together with its model.json on purpose.
+    A model whose plugins are all built-in keeps its objects in ``model.skops``: it loads
+    without unpickling, and only the types placedemarche trusts (``core.trusted``); a file naming
+    any other type is refused with a :class:`ModelError`. A model with a third-party head or
+    extractor that skops cannot represent, and every model saved before skops, keeps them in
+    ``model.joblib``, a joblib (pickle) file, and **loading a pickle runs code**: load only such
+    model directories if you trust them (trained by you or by someone you trust). A model.joblib
+    of an older placedemarche loads with a :class:`ModelWarning` saying so. The sha256 checksum
+    of the objects file, recorded in model.json at save time, is checked before loading: that
+    catches a damaged or swapped file, not one replaced together with its model.json on purpose.
 
     A missing or damaged file, a model.json that does not match the model (categories,
     extractors, a missing key, a version that is not a string), or a model written by another
@@ -214,9 +226,9 @@ def load_model(directory: str | Path) -> ClassifierModel:
             raise ValueError("not a JSON object")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ModelError(f"{meta_path} is damaged ({type(exc).__name__}): train the model again") from None
-    if meta.get("format") != MODEL_FORMAT:
+    if meta.get("format") not in READABLE_FORMATS:
         raise ModelError(f"{directory}: model format {meta.get('format')!r}, this placedemarche reads "
-                         f"format {MODEL_FORMAT}: train the model again")
+                         f"formats {' and '.join(map(str, READABLE_FORMATS))}: train the model again")
     _check_meta(meta, meta_path)
     _check_head(meta, directory)
     try:
@@ -237,28 +249,37 @@ def load_model(directory: str | Path) -> ClassifierModel:
             and saved["keras"].split(".")[0] != current["keras"].split(".")[0]:
         raise ModelError(f"{directory} was saved with keras {saved['keras']}, this is {current['keras']}: "
                          "retrain it with this version")
-    objects_path = directory / OBJECTS_FILE
+    objects_file = PICKLE_FILE if meta["format"] == 1 else meta["files"].get("objects")
+    if objects_file not in (SKOPS_FILE, PICKLE_FILE):
+        raise ModelError(f"{meta_path}: 'files' names the objects file {objects_file!r}, expected {SKOPS_FILE} "
+                         f"or {PICKLE_FILE}: the file was edited or is damaged, restore it or train the model again")
+    objects_path = directory / objects_file
     if not objects_path.is_file():
-        raise ModelError(f"{directory}: {OBJECTS_FILE} is missing: the model directory is incomplete, train again")
-    expected = meta.get("sha256", {}).get(OBJECTS_FILE)
+        raise ModelError(f"{directory}: {objects_file} is missing: the model directory is incomplete, train again")
+    expected = meta.get("sha256", {}).get(objects_file)
     if expected is None:
-        warnings.warn(f"{meta_path} records no checksum of {OBJECTS_FILE} (saved by an older placedemarche): "
+        warnings.warn(f"{meta_path} records no checksum of {objects_file} (saved by an older placedemarche): "
                       "it is loaded unchecked; train the model again to add one", ModelWarning, stacklevel=2)
     elif sha256_file(objects_path) != expected:
         raise ModelError(f"{objects_path} does not match the checksum in {MODEL_FILE}: the file is damaged "
                          "or was replaced; train again or restore it")
-    import joblib
-
+    if meta["format"] == 1:
+        warnings.warn(f"{objects_path} is a pickle saved by an older placedemarche: loading it runs code, so load "
+                      "it only if you trust it; train the model again to save it without pickle",
+                      ModelWarning, stacklevel=2)
     try:
-        objects = joblib.load(objects_path)
+        objects = read_objects(objects_path)
         blocks: dict[str, Block] = objects["blocks"]
         if not isinstance(blocks, dict):
             raise TypeError("blocks is not a dict")
+    except UntrustedTypeError as exc:
+        raise ModelError(f"{objects_path} is refused: {exc}; the file was edited or is damaged, train the "
+                         "model again") from None
     except ModuleNotFoundError as exc:  # a plugin class of the pickle (head, extractor) is not installed
         package = _package_hint(meta.get("head") or {}, exc.name or "?")
         raise ModelError(f"{objects_path} needs the module '{exc.name}', which is not installed: "
                          f"pip install {package} (or train the model again)") from None
-    except Exception as exc:  # unpickling raises anything on a damaged file
+    except Exception as exc:  # unpickling (and skops) raise anything on a damaged file
         raise ModelError(f"{objects_path} cannot be read ({type(exc).__name__}): the file is damaged, "
                          "train the model again") from None
     _check_against_objects(meta, meta_path, config, objects)

@@ -154,8 +154,9 @@ def folds_table(result):
 
 @click.command("predict")
 @click.option("--model", "model_dir", required=True, type=click.Path(),
-              help="Model directory from pm train. Its model.joblib is a pickle: loading it runs code, so use "
-                   "only models you trust (a checksum in model.json catches damaged or swapped files).")
+              help="Model directory from pm train. Its model.skops loads without running code; a model.joblib "
+                   "(third-party plugins, older models) is a pickle: loading it runs code, so use only models you "
+                   "trust (a checksum in model.json catches damaged or swapped files).")
 @click.option("--data", required=True, type=click.Path(), help="Catalogue CSV (or a directory holding one).")
 @click.option("--out", type=click.Path(dir_okay=False), default="predictions.csv", show_default=True,
               help="Predictions CSV to write.")
@@ -182,7 +183,8 @@ def predict(model_dir, data, out, top_k, id_column, name_column, description_col
     fused model scored below text (or image) alone in cross-validation, that group predicts
     unless --group says otherwise.
 
-    A model directory holds a pickle: loading it runs code. Use only models you trust.
+    A model directory with a model.joblib holds a pickle: loading it runs code. Use only
+    models you trust (model.skops, saved for built-in plugins, runs no code).
 
     \b
     Example:

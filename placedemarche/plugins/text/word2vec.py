@@ -49,6 +49,9 @@ class Word2VecExtractor(TextExtractor):
     description = "Word2Vec (gensim) trained on the catalogue, mean or TF-IDF-weighted pooling"
     requires = ("gensim",)
     learns_from_data = True
+    # The gensim model is kept after fit for inspection only: what transform needs (the word
+    # vectors and their index) is in plain arrays, so a fitted extractor saves without pickle.
+    transient = ("model_",)
 
     def __init__(self, vector_size: int = 100, window: int = 5, min_count: int = 2, epochs: int = 30,
                  sg: int = 1, pooling: str = "tfidf", normalise: str = "lemma", seed: int = 0):
@@ -96,28 +99,34 @@ class Word2VecExtractor(TextExtractor):
                                    seed=self.seed, workers=1, hashfxn=stable_hash,
                                    callbacks=[EpochProgress()])
         self.model_.callbacks = ()  # the callback holds the finished progress task
+        self.vectors_ = self.model_.wv.vectors
+        self.vocabulary_ = dict(self.model_.wv.key_to_index)
         documents = len(tokens)
         df = Counter(w for doc in tokens for w in set(doc))
         self.idf_ = {w: float(np.log((1 + documents) / (1 + n)) + 1.0) for w, n in df.items()}
         return self
 
+    def __setstate__(self, state: dict) -> None:
+        model = state.pop("model_", None)  # pickled by an older version: the gensim model itself
+        self.__dict__.update(state)
+        if model is not None and "vectors_" not in state:
+            self.vectors_, self.vocabulary_ = model.wv.vectors, dict(model.wv.key_to_index)
+
     def transform(self, X):
-        if not hasattr(self, "model_"):
-            raise PluginConfigError("word2vec: call fit (or fit_transform) before transform")
+        self._check_fitted("vectors_")
         return self._pool(self._tokens(X))
 
     def _pool(self, tokens: list[list[str]]) -> np.ndarray:
-        vectors = self.model_.wv
         out = np.zeros((len(tokens), self.vector_size), dtype=np.float32)
         for i, doc in enumerate(tokens):
-            known = [w for w in doc if w in vectors.key_to_index]
-            if not known:
+            rows = [self.vocabulary_[w] for w in doc if w in self.vocabulary_]
+            if not rows:
                 continue
             if self.pooling == "tfidf":
-                weights = np.array([self.idf_[w] for w in known], dtype=np.float32)
+                weights = np.array([self.idf_[w] for w in doc if w in self.vocabulary_], dtype=np.float32)
             else:
-                weights = np.ones(len(known), dtype=np.float32)
-            out[i] = weights @ vectors[known] / weights.sum()
+                weights = np.ones(len(rows), dtype=np.float32)
+            out[i] = weights @ self.vectors_[rows] / weights.sum()
         return out
 
     def fit_transform(self, X, y=None):
