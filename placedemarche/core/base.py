@@ -5,7 +5,10 @@ scikit-learn itself is not imported here: ``import sklearn.base`` costs over a s
 (it pulls in scipy.stats and pandas), and listing plugins must stay instant. The classes
 below implement the estimator protocol scikit-learn relies on (``get_params``,
 ``set_params``, ``fit`` returning self, ``fit_transform``, ``__sklearn_tags__``), so
-``clone``, ``Pipeline``, ``cross_val_score`` and grid search accept them unchanged.
+``clone``, ``Pipeline``, ``cross_val_score`` and grid search accept them unchanged, and the
+built-in reducers, clusterers and classifier heads pass ``sklearn.utils.estimator_checks``
+(tests/test_estimator_checks.py). The helpers that make this so, ``_validate_data`` and
+``_check_fitted``, import scikit-learn when they are called, never at import time.
 """
 
 from __future__ import annotations
@@ -67,6 +70,23 @@ def provided_by(cls: type) -> str | None:
     if cls in _PROVIDED_BY:
         return _PROVIDED_BY[cls]
     return "placedemarche" if cls.__module__.split(".")[0] == "placedemarche" else None
+
+
+def __getattr__(name: str):
+    # NotFittedError subclasses scikit-learn's, which only exists once sklearn is imported:
+    # built on first use (PEP 562), so it pickles by reference like any module-level class.
+    if name == "NotFittedError":
+        return _not_fitted_error()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def _not_fitted_error() -> type:
+    """A plugin used before ``fit``: a PluginConfigError (one line for the CLI) and
+    scikit-learn's NotFittedError (what its checks and meta-estimators expect)."""
+    from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+
+    return type("NotFittedError", (PluginConfigError, SklearnNotFittedError), {"__module__": __name__})
 
 
 class PluginBase:
@@ -157,13 +177,36 @@ class PluginBase:
         return self
 
     def __sklearn_tags__(self):
-        from sklearn.utils import Tags, TargetTags, TransformerTags
+        from sklearn.utils import InputTags, Tags, TargetTags
 
         return Tags(
             estimator_type=None,
             target_tags=TargetTags(required=False),
-            transformer_tags=TransformerTags(),
+            input_tags=InputTags(sparse=bool(getattr(self, "accepts_sparse", False))),
         )
+
+    def _validate_data(self, X, y="no_validation", *, reset: bool = True, **check_params):
+        """scikit-learn's input validation: a 2-D finite numeric array (sparse only if the
+        class ``accepts_sparse``), ``n_features_in_`` recorded when ``reset`` (in ``fit``) and
+        checked otherwise; ``(X, y)`` when ``y`` is given. Arrays are not copied or cast
+        beyond what that needs (float32 stays float32, CSR stays CSR)."""
+        from sklearn.utils.validation import validate_data
+
+        check_params.setdefault("accept_sparse", bool(getattr(self, "accepts_sparse", False)))
+        return validate_data(self, X, y, reset=reset, **check_params)
+
+    def _check_fitted(self, *attributes: str, before: str = "transform") -> None:
+        """Raise :class:`NotFittedError` unless ``fit`` has run (``attributes``, or any
+        attribute ending in ``_``, is set); ``before`` names the method called too early."""
+        from sklearn.exceptions import NotFittedError as SklearnNotFittedError
+        from sklearn.utils.validation import check_is_fitted
+
+        try:
+            check_is_fitted(self, list(attributes) or None)
+        except SklearnNotFittedError:
+            raise _not_fitted_error()(
+                f"{self.name or type(self).__name__}: call fit (or fit_transform) before {before}"
+            ) from None
 
     def __repr__(self) -> str:
         defaults = {
@@ -210,6 +253,17 @@ class _Transformer(PluginBase):
     def fit_transform(self, X, y=None):
         return self.fit(X, y).transform(X)
 
+    def __sklearn_tags__(self):
+        from sklearn.utils import TransformerTags
+
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags()
+        if self.kind in ("text", "image"):  # extractors take a list of texts or image paths
+            tags.input_tags.two_d_array = False
+            tags.input_tags.string = True
+            tags.requires_fit = self.learns_from_data
+        return tags
+
 
 class TextExtractor(_Transformer):
     """Turns a sequence of texts into a feature matrix ``(n_texts, n_features)``.
@@ -236,7 +290,7 @@ class Reducer(_Transformer):
     ``accepts_sparse``: the reducer works on a scipy sparse matrix (TF-IDF, bag of words)
     without densifying it. The evaluator gives any other reducer the matrix's truncated SVD
     (LSA, 100 dimensions) instead. The evaluator only calls ``fit_transform``, so a reducer
-    that cannot place new points (t-SNE) may raise in ``transform``.
+    that cannot place new points may leave ``transform`` out, as t-SNE does.
     """
 
     kind = "reducer"
@@ -261,6 +315,11 @@ class Clusterer(PluginBase):
         self.labels_ = self.fit_predict(X)
         return self
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "clusterer"
+        return tags
+
     def fit_predict(self, X, y=None):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -271,11 +330,16 @@ class Classifier(PluginBase):
     scikit-learn conventions: ``classes_`` after ``fit``, probabilities with one column per
     class in that order, ``predict`` the most probable class. Heads are pickled inside saved
     models: keep loaded resources in attributes listed in ``transient``. ``accepts_sparse``
-    says whether ``X`` may be a scipy sparse matrix (else the classifier gets a dense one).
+    says whether ``X`` may be a scipy sparse matrix (else the classifier gets a dense one);
+    ``accepts_nan`` whether it may hold NaN (missing values), as tree ensembles allow. The
+    ``fit`` and ``predict_proba`` below validate ``X`` the scikit-learn way (``n_features_in_``,
+    a clear error for the wrong number of features, for an unfitted head or for sparse input
+    a dense-only head cannot take).
     """
 
     kind = "classifier"
     accepts_sparse: ClassVar[bool] = True
+    accepts_nan: ClassVar[bool] = False
 
     def make_estimator(self, X, y):
         """The unfitted scikit-learn classifier this head wraps (it may depend on the training
@@ -284,17 +348,33 @@ class Classifier(PluginBase):
         raise NotImplementedError(f"{type(self).__name__}: implement make_estimator, or fit and predict_proba")
 
     def fit(self, X, y):
+        X, y = self._validate_data(X, y, ensure_all_finite="allow-nan" if self.accepts_nan else True)
         self.estimator_ = self.make_estimator(X, y).fit(X, y)
         self.classes_ = self.estimator_.classes_
+        if hasattr(self.estimator_, "n_iter_"):  # iterative solvers: how many iterations ran
+            self.n_iter_ = self.estimator_.n_iter_
         return self
 
     def predict_proba(self, X):
+        self._check_fitted("estimator_", before="predict_proba")
+        X = self._validate_data(X, reset=False, ensure_all_finite="allow-nan" if self.accepts_nan else True)
         return self.estimator_.predict_proba(X)
 
     def predict(self, X):
         import numpy as np
 
+        self._check_fitted("classes_", before="predict")
         return np.asarray(self.classes_)[np.argmax(self.predict_proba(X), axis=1)]
+
+    def __sklearn_tags__(self):
+        from sklearn.utils import ClassifierTags
+
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags()
+        tags.target_tags.required = True
+        tags.input_tags.allow_nan = self.accepts_nan
+        return tags
 
 
 class Source(PluginBase):

@@ -27,6 +27,7 @@ class HistGradientBoostingHead(Classifier):
     name = "hist-gb"
     description = "Histogram gradient boosting (dense features)"
     accepts_sparse = False
+    accepts_nan = True  # missing values go to the best side of each split
 
     def __init__(self, max_iter: int = 200, learning_rate: float = 0.1, max_leaf_nodes: int = 31,
                  class_weight: str | None = None, random_state: int = 0):

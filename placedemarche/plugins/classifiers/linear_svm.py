@@ -43,6 +43,12 @@ class LinearSVMHead(Classifier):
                         random_state=self.random_state)
         return CalibratedClassifierCV(svm, cv=max(2, min(self.cv, smallest)), ensemble=False)
 
+    def fit(self, X, y):
+        super().fit(X, y)
+        # iterations of the SVM fitted on every training row (the calibration's folds aside)
+        self.n_iter_ = self.estimator_.calibrated_classifiers_[0].estimator.n_iter_
+        return self
+
 
 @hookimpl
 def register_classifiers(register):

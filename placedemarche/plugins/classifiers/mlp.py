@@ -12,7 +12,7 @@ class MLPHead(Classifier):
     score on a stratified ``validation_fraction`` of the training rows stops improving.
 
     Early stopping needs that validation split to hold every class: with too few training
-    rows for it (fewer validation rows than classes, or a class of one row) the network
+    rows for it (fewer validation rows than classes or than two, or a class of one row) the network
     trains without it, for ``max_iter`` epochs at most.
 
     Args:
@@ -51,7 +51,9 @@ class MLPHead(Classifier):
 
         counts = np.unique(np.asarray(y), return_counts=True)[1]
         held_out = math.ceil(self.validation_fraction * len(y))
-        can_stop_early = held_out >= len(counts) and len(y) - held_out >= len(counts) and counts.min() >= 2
+        # scikit-learn's early stopping needs two validation rows at least
+        can_stop_early = (held_out >= max(2, len(counts)) and len(y) - held_out >= len(counts)
+                          and counts.min() >= 2)
         self.early_stopping_used_ = bool(self.early_stopping and can_stop_early)
         return MLPClassifier(
             hidden_layer_sizes=tuple(self.hidden_layer_sizes), alpha=self.alpha,

@@ -21,6 +21,7 @@ class RandomForestHead(Classifier):
 
     name = "rf"
     description = "Random forest"
+    accepts_nan = True  # scikit-learn's trees split on missing values
 
     def __init__(self, n_estimators: int = 500, class_weight: str | None = None, n_jobs: int = -1,
                  random_state: int = 0):

@@ -36,6 +36,8 @@ class AgglomerativeClusterer(Clusterer):
 
         from placedemarche.core.limits import refuse_above
 
+        X = self._validate_data(X)
+
         refuse_above(self.name, X.shape[0], self.max_rows, "memory grows with the square of the rows")
 
         self.model_ = AgglomerativeClustering(n_clusters=self.n_clusters, linkage=self.linkage)

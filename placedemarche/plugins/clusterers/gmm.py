@@ -40,6 +40,8 @@ class GaussianMixtureClusterer(Clusterer):
     def fit_predict(self, X, y=None):
         from sklearn.mixture import GaussianMixture
 
+        X = self._validate_data(X)
+
         self.model_ = GaussianMixture(n_components=self.n_clusters, covariance_type=self.covariance_type,
                                       n_init=self.n_init, reg_covar=self.reg_covar,
                                       random_state=self.random_state)

@@ -35,6 +35,8 @@ class HDBSCANClusterer(Clusterer):
     def fit_predict(self, X, y=None):
         from sklearn.cluster import HDBSCAN
 
+        X = self._validate_data(X)
+
         self.model_ = HDBSCAN(min_cluster_size=self.min_cluster_size, min_samples=self.min_samples,
                               cluster_selection_method=self.cluster_selection_method, copy=True)
         self.labels_ = self.model_.fit_predict(X)

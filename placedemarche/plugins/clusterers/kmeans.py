@@ -78,6 +78,7 @@ class KMeansClusterer(Clusterer):
         from sklearn.cluster import KMeans, MiniBatchKMeans
 
         self._check_large()
+        X = self._validate_data(X)
         rows = X.shape[0]
         if rows <= self.minibatch_above or self.large == "exact":
             self.model_ = KMeans(n_clusters=self.n_clusters, n_init=self.n_init,

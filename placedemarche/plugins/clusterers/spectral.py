@@ -43,6 +43,8 @@ class SpectralClusterer(Clusterer):
 
         from placedemarche.core.limits import refuse_above
 
+        X = self._validate_data(X, ensure_min_samples=2)
+
         refuse_above(self.name, X.shape[0], self.max_rows, "its neighbour search compares every pair of rows")
 
         self.model_ = SpectralClustering(n_clusters=self.n_clusters, affinity="nearest_neighbors",

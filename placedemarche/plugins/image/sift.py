@@ -177,8 +177,7 @@ class SiftExtractor(ImageExtractor):
         return self
 
     def transform(self, X):
-        if not hasattr(self, "vocabulary_"):
-            raise PluginConfigError("sift: call fit (or fit_transform) before transform")
+        self._check_fitted("vocabulary_")
         return self._histograms(self._describe(X, "sift: descriptors"))
 
     def fit_transform(self, X, y=None):

@@ -35,6 +35,7 @@ class PCAReducer(Reducer):
         import scipy.sparse
         from sklearn.decomposition import PCA, TruncatedSVD
 
+        X = self._validate_data(X)
         n = self.n_components
         limit = max(1, min(X.shape) - 1)
         if isinstance(n, int) or (isinstance(n, float) and n >= 1):
@@ -48,7 +49,8 @@ class PCAReducer(Reducer):
         return self
 
     def transform(self, X):
-        return self.model_.transform(X)
+        self._check_fitted("model_")
+        return self.model_.transform(self._validate_data(X, reset=False))
 
     def fit_transform(self, X, y=None):
         return self.fit(X).transform(X)

@@ -29,12 +29,14 @@ class SVDReducer(Reducer):
     def fit(self, X, y=None):
         from sklearn.decomposition import TruncatedSVD
 
+        X = self._validate_data(X)
         n = max(1, min(int(self.n_components), min(X.shape) - 1))
         self.model_ = TruncatedSVD(n_components=n, random_state=self.random_state).fit(X)
         return self
 
     def transform(self, X):
-        return self.model_.transform(X)
+        self._check_fitted("model_")
+        return self.model_.transform(self._validate_data(X, reset=False))
 
 
 @hookimpl

@@ -65,6 +65,7 @@ class TSNEReducer(Reducer):
         if self.implementation not in IMPLEMENTATIONS:
             raise PluginConfigError(f"tsne: unknown implementation '{self.implementation}': "
                                     f"use {' or '.join(IMPLEMENTATIONS)}")
+        X = self._validate_data(X, accept_sparse=True, ensure_min_samples=2)
         if scipy.sparse.issparse(X):  # only asked for explicitly (--tsne-input features)
             from placedemarche.core.limits import check_densify
 
@@ -92,8 +93,18 @@ class TSNEReducer(Reducer):
             self.embedding_ = np.asarray(model.fit(X))
         return self.embedding_
 
-    def transform(self, X):
-        raise NotImplementedError("t-SNE cannot place new points: use fit_transform")
+    @property
+    def transform(self):
+        # Absent, as on scikit-learn's TSNE (hasattr is False), so nothing mistakes it for a
+        # transformer that places new points.
+        raise AttributeError("t-SNE cannot place new points: use fit_transform")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # It takes sparse input when asked to (densified under the size limit), though it does
+        # not declare accepts_sparse: the evaluator gives it the reduced space instead.
+        tags.input_tags.sparse = True
+        return tags
 
 
 @hookimpl

@@ -37,13 +37,21 @@ class UMAPReducer(Reducer):
         self.require()
         import umap
 
+        X = self._validate_data(X)
         self.model_ = umap.UMAP(n_components=self.n_components, n_neighbors=self.n_neighbors,
                                 min_dist=self.min_dist, metric=self.metric,
                                 random_state=self.random_state).fit(X)
         return self
 
     def transform(self, X):
-        return self.model_.transform(X)
+        self._check_fitted("model_")
+        return self.model_.transform(self._validate_data(X, reset=False))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = []  # umap-learn returns float32 for any input
+        tags.non_deterministic = True  # transform embeds a batch jointly: rows depend on their batch
+        return tags
 
 
 @hookimpl

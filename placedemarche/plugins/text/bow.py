@@ -64,6 +64,7 @@ class BagOfWordsExtractor(TextExtractor):
         return self
 
     def transform(self, X):
+        self._check_fitted("vectorizer_")
         if isinstance(self.vectorizer_.tokenizer, TextPreprocessor):  # fitted by an older version
             return self.vectorizer_.transform(list(X)).astype("float32")
         return self.vectorizer_.transform(self._tokens(X)).astype("float32")
