@@ -25,6 +25,16 @@ def is_loopback(host: str) -> bool:
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes, each with its own copy of the model.")
+@click.option("--engine", "runner", type=click.Choice(["uvicorn", "ray"]), default="uvicorn", show_default=True,
+              help="uvicorn: --workers processes on this machine; ray: a Ray Serve deployment of the same app "
+                   "(--replicas or --min/--max-replicas, --address; needs the ray and serve extras).")
+@click.option("--replicas", type=click.IntRange(min=1), help="[ray] A fixed number of replicas (default 1).")
+@click.option("--min-replicas", type=click.IntRange(min=0), help="[ray] Autoscaling: fewest replicas.")
+@click.option("--max-replicas", type=click.IntRange(min=1), help="[ray] Autoscaling: most replicas.")
+@click.option("--cpus-per-replica", type=click.FloatRange(min=0, min_open=True),
+              help="[ray] CPUs Ray reserves for each replica (default 1).")
+@click.option("--address", help="[ray] Ray cluster to join (auto, HOST:6379, ray://HOST:10001; default: "
+                                "$RAY_ADDRESS, else a local Ray).")
 @click.option("--target-precision", type=click.FloatRange(0, 1, min_open=True),
               help="Precision the 'auto' answers must reach: picks another point of the risk-coverage curve pm "
                    "train stored (default: the threshold it chose).")
@@ -48,7 +58,8 @@ def is_loopback(host: str) -> bool:
                    "(postgresql://...). Without it nothing is written.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
-def serve(model_dir, host, port, workers, target_precision, max_batch, max_wait_ms, batch_limit, max_upload_mb,
+def serve(model_dir, host, port, workers, runner, replicas, min_replicas, max_replicas, cpus_per_replica,
+          address, target_precision, max_batch, max_wait_ms, batch_limit, max_upload_mb,
           max_batch_mb, top_k, api_key_file, db, log_level):
     """Serve a trained model over HTTP: categorise products as sellers post them.
 
@@ -73,6 +84,13 @@ def serve(model_dir, host, port, workers, target_precision, max_batch, max_wait_
     from placedemarche.serve.engine import Categoriser
     from placedemarche.serve.settings import SETTINGS_ENV, ServeSettings, read_api_key
 
+    ray_options = {"--replicas": replicas, "--min-replicas": min_replicas, "--max-replicas": max_replicas,
+                   "--cpus-per-replica": cpus_per_replica, "--address": address}
+    if runner == "uvicorn" and any(v is not None for v in ray_options.values()):
+        given = ", ".join(k for k, v in ray_options.items() if v is not None)
+        raise click.UsageError(f"{given}: only with --engine ray")
+    if runner == "ray" and workers != 1:
+        raise click.UsageError("--workers is uvicorn's: with --engine ray give --replicas (or --min/--max-replicas)")
     settings = ServeSettings(model_dir=model_dir, target_precision=target_precision, max_batch=max_batch,
                              max_wait_ms=max_wait_ms, batch_limit=batch_limit, max_upload_mb=max_upload_mb,
                              max_batch_mb=max_batch_mb, top_k=top_k, api_key=read_api_key(api_key_file), db=db,
@@ -89,6 +107,17 @@ def serve(model_dir, host, port, workers, target_precision, max_batch, max_wait_
                   f"{escape(loaded.decision_summary)})", highlight=False, soft_wrap=True)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     console.print(f"Seller page: http://{shown}:{port}/   API docs: http://{shown}:{port}/docs", highlight=False)
+    if runner == "ray":
+        from placedemarche.serve.ray_deployment import RayServeOptions, serve_on_ray
+
+        if engine.db is not None:
+            engine.db.close()  # each replica opens its own
+        options = RayServeOptions(address=address, replicas=replicas, min_replicas=min_replicas,
+                                  max_replicas=max_replicas, cpus_per_replica=cpus_per_replica or 1.0,
+                                  host=host, port=port)
+        serve_on_ray(settings, options, started=lambda service: console.print(
+            f"Ray Serve: {escape(service.url)} ({escape(options.describe())}); Ctrl-C stops it", highlight=False))
+        return
     log_config = _log_config()
     if workers == 1:
         uvicorn.run(create_app(engine), host=host, port=port, log_level=log_level, log_config=log_config)

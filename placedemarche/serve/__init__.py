@@ -4,7 +4,8 @@ The modules: ``settings`` (:class:`ServeSettings`), ``schemas`` (the pydantic re
 models), ``products`` (a request's product made ready for the model, its photo checked),
 ``batching`` (:class:`DynamicBatcher`), ``loaded`` (the model as served: id, checksum,
 decision thresholds), ``engine`` (:class:`Categoriser` and its Prometheus metrics), ``routes``
-(the endpoints), ``app`` (:func:`create_app`), ``db`` (answers and feedback in a database) and
+(the endpoints), ``app`` (:func:`create_app`), ``db`` (answers and feedback in a database),
+``ray_deployment`` (the same app as a Ray Serve deployment: `pm serve --engine ray`) and
 ``static/`` (the seller page). Needs the ``serve`` extra (FastAPI, uvicorn, python-multipart,
 prometheus-client).
 
