@@ -11,6 +11,8 @@ from placedemarche.classify.finetune import FineTuneConfig
 from placedemarche.classify.threshold import TARGET_PRECISION, check_target
 
 FUSIONS = ("concat", "mean")
+#: How a model below the first level learns the tree (:mod:`placedemarche.classify.hierarchy`).
+HIERARCHIES = ("flat", "per-level")
 
 
 def _spec_list(value: str | Sequence[str] | None) -> list[str]:
@@ -48,6 +50,11 @@ class TrainConfig:
         target_precision: the precision the automatically accepted predictions must reach;
             the decision threshold that gives it is measured on the out-of-fold predictions
             (:mod:`placedemarche.classify.threshold`) and kept in model.json.
+        hierarchy: how a model trained below the first level of the category tree learns it:
+            ``flat`` (one head over the leaves, summed up the tree) or ``per-level`` (one head per
+            level, combined along the valid paths); :mod:`placedemarche.classify.hierarchy`.
+        category_level: the level of the tree the model's categories are at; set by
+            :func:`placedemarche.classify.train` from the catalogue (``at_level``).
     """
 
     text: str | list[str] | None = None
@@ -61,6 +68,8 @@ class TrainConfig:
     class_weight: bool = False
     finetune: FineTuneConfig | None = None
     target_precision: float = TARGET_PRECISION
+    hierarchy: str = "flat"
+    category_level: int = 1
 
     def check(self) -> None:
         from placedemarche.core.plugins import check_specs
@@ -77,6 +86,8 @@ class TrainConfig:
         if self.folds == 1 or self.folds < 0:
             raise PlaceDeMarcheError(f"--folds must be 0 (no evaluation) or at least 2, got {self.folds}")
         check_target(self.target_precision)
+        if self.hierarchy not in HIERARCHIES:
+            raise PlaceDeMarcheError(f"unknown hierarchy '{self.hierarchy}': use {' or '.join(HIERARCHIES)}")
         if self.C <= 0:
             raise PlaceDeMarcheError(f"C must be positive, got {self.C}")
         if self.finetune is not None:
