@@ -8,7 +8,7 @@ which leaks nothing since they learn nothing from it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from placedemarche.features.cache import FeatureCache
 from placedemarche.data.catalog import Catalog
-from placedemarche.data.categories import coarser, leave_out_small
+from placedemarche.data.categories import leave_out_small
 from placedemarche.core.errors import PlaceDeMarcheError
 from placedemarche.features.extraction import extract_features
 from placedemarche.classify.finetune import BackboneSplit, FineTunedImageModel, train_top
@@ -24,6 +24,7 @@ from placedemarche.core.plugins import create_plugin
 from placedemarche.core.progress import task
 from placedemarche.classify.blocks import Block, BlockScaler, _combine, _hstack, _items, _rows, fit_head, head_proba, make_head
 from placedemarche.classify.config import TrainConfig
+from placedemarche.classify.hierarchy import CategoryTree, add_hierarchy_summary, hierarchical_head
 from placedemarche.classify.model import ClassifierModel
 from placedemarche.classify.modeldir import library_versions, save_model
 
@@ -39,7 +40,8 @@ class _Precomputed:
 
 
 def _fit_blocks(config: TrainConfig, catalog: Catalog, y: np.ndarray, train: np.ndarray,
-                pre: _Precomputed, n_classes: int) -> tuple[dict[str, Block], dict[str, Any], list]:
+                pre: _Precomputed, n_classes: int, tree: CategoryTree | None = None
+                ) -> tuple[dict[str, Block], dict[str, Any], list]:
     """Fit every block on the ``train`` rows; returns the blocks and their scaled training
     features by key (for the fusion heads), and the fine-tuning history."""
     from sklearn.base import clone
@@ -64,21 +66,22 @@ def _fit_blocks(config: TrainConfig, catalog: Catalog, y: np.ndarray, train: np.
             X = _rows(pre.features[key], train)
         scaler = BlockScaler().fit(X)
         Z = scaler.transform(X)
-        head = fit_head(make_head(config), Z, y[train])
+        head = fit_head(hierarchical_head(make_head(config), config.hierarchy, tree), Z, y[train])
         blocks[key] = Block(kind, spec, extractor, scaler, head)
         scaled[key] = Z
     return blocks, scaled, history
 
 
 def _fusion_heads(config: TrainConfig, blocks: dict[str, Block], scaled: dict[str, Any],
-                  y: np.ndarray) -> dict[str, Any]:
+                  y: np.ndarray, tree: CategoryTree | None = None) -> dict[str, Any]:
     """With ``concat`` fusion, one head per group of several frozen-feature blocks."""
     heads = {}
     if config.fusion != "concat":
         return heads
     for group, keys in config.groups.items():
         if len(keys) > 1 and all(blocks[key].network is None for key in keys):
-            heads[group] = fit_head(make_head(config), _hstack([scaled[key] for key in keys]), y)
+            heads[group] = fit_head(hierarchical_head(make_head(config), config.hierarchy, tree),
+                                    _hstack([scaled[key] for key in keys]), y)
     return heads
 
 
@@ -190,6 +193,8 @@ def train(catalog: Catalog, config: TrainConfig, *, cache: FeatureCache | None =
     config.check()
     catalog, categories, y = _check_catalog(catalog, config)
     n_classes = len(categories)
+    config = replace(config, category_level=int(catalog.category_info.get("level", 1)))
+    tree = CategoryTree(categories, config.category_level) if config.category_level > 1 else None
     pre = _precompute(config, catalog, cache)
 
     folds: list[dict[str, Any]] = []
@@ -202,8 +207,8 @@ def train(catalog: Catalog, config: TrainConfig, *, cache: FeatureCache | None =
         with task("cross-validation", total=config.folds) as bar:
             for number, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(y)), y), start=1):
                 started = time.perf_counter()
-                blocks, scaled, history = _fit_blocks(config, catalog, y, train_idx, pre, n_classes)
-                fusion = _fusion_heads(config, blocks, scaled, y[train_idx])
+                blocks, scaled, history = _fit_blocks(config, catalog, y, train_idx, pre, n_classes, tree)
+                fusion = _fusion_heads(config, blocks, scaled, y[train_idx], tree)
                 probas = _fold_proba(config, catalog, blocks, fusion, test_idx, pre)
                 seconds = time.perf_counter() - started
                 row = {"fold": number, "train": int(len(train_idx)), "test": int(len(test_idx)),
@@ -219,12 +224,12 @@ def train(catalog: Catalog, config: TrainConfig, *, cache: FeatureCache | None =
     started = time.perf_counter()
     blocks, fusion, history = {}, {}, []
     if final_fit:
-        blocks, scaled, history = _fit_blocks(config, catalog, y, np.arange(len(y)), pre, n_classes)
-        fusion = _fusion_heads(config, blocks, scaled, y)
+        blocks, scaled, history = _fit_blocks(config, catalog, y, np.arange(len(y)), pre, n_classes, tree)
+        fusion = _fusion_heads(config, blocks, scaled, y, tree)
     for block in blocks.values():
         block.top = None  # only fold predictions use it
     final_seconds = time.perf_counter() - started
-    summary = _summary(config, catalog, categories, y, folds, oof, pre, final_seconds)
+    summary = _summary(config, catalog, categories, y, folds, oof, pre, final_seconds, tree)
     model = ClassifierModel(config, categories, blocks, fusion, metrics=summary, versions=library_versions(),
                             default_group=summary.get("best_group"))
     result = TrainResult(model, summary, folds, y=y, oof=oof, histories=histories, final_history=history,
@@ -242,7 +247,7 @@ def _scores(y_true: np.ndarray, P: np.ndarray) -> dict[str, float]:
             "macro_f1": round(float(f1_score(y_true, pred, average="macro")), 4)}
 
 
-def _summary(config, catalog, categories, y, folds, oof, pre, final_seconds) -> dict[str, Any]:
+def _summary(config, catalog, categories, y, folds, oof, pre, final_seconds, tree=None) -> dict[str, Any]:
     from sklearn.metrics import classification_report, confusion_matrix
 
     main = "text+image" if len(config.modalities) == 2 else config.modalities[0]
@@ -268,7 +273,6 @@ def _summary(config, catalog, categories, y, folds, oof, pre, final_seconds) -> 
             **{f"{m}_sd": round(float(np.std(v)), 4) for m, v in per_fold.items()},
             "per_class_f1": {c: round(report[c]["f1-score"], 4) for c in categories},
             "confusion_matrix": confusion_matrix(y, pred, labels=range(len(categories))).tolist(),
-            **_level_scores(catalog.category_info.get("level", 1), categories, y, pred),
         }
     seconds = [f["seconds"] for f in folds]
     summary["fold_seconds_mean"] = round(float(np.mean(seconds)), 2)
@@ -277,23 +281,9 @@ def _summary(config, catalog, categories, y, folds, oof, pre, final_seconds) -> 
                        "macro_f1": summary["results"][main]["macro_f1_mean"],
                        "macro_f1_sd": summary["results"][main]["macro_f1_sd"]}
     summary.update(_best_group(config, summary["results"]))
+    if tree is not None:  # per-level scores and thresholds (classify.hierarchy)
+        add_hierarchy_summary(summary["results"], summary.get("decision"), tree, y, oof, config.target_precision)
     return summary
-
-
-def _level_scores(level: int, categories: list[str], y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    """Accuracy and macro-F1 of the predictions cut to each level above ``level`` (a prediction
-    in the right branch counts at the levels it shares with the truth)."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    if level < 2:
-        return {}
-    scores = {}
-    for up in range(1, level + 1):
-        names = np.array(coarser(categories, up))
-        scores[str(up)] = {"accuracy": round(float(accuracy_score(names[y], names[pred])), 4),
-                           "macro_f1": round(float(f1_score(names[y], names[pred], average="macro")), 4),
-                           "categories": len(set(names[y]))}
-    return {"levels": scores}
 
 
 def _best_group(config: TrainConfig, results: dict[str, Any]) -> dict[str, str]:

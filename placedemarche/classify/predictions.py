@@ -15,6 +15,7 @@ import numpy as np
 from placedemarche.features.cache import FeatureCache
 from placedemarche.data.catalog import Catalog
 from placedemarche.core.errors import PlaceDeMarcheError
+from placedemarche.classify.hierarchy import answer_paths
 from placedemarche.classify.model import ClassifierModel
 
 # A few image files not found are left to each row's note; more than this many, or more
@@ -53,6 +54,9 @@ def predict_catalog(model: ClassifierModel, catalog: Catalog, *, top_k: int = 1,
     or image was not used (``image file not found: /x/y.jpg; predicted from text``). A
     product with neither a usable text nor a usable image is kept with an empty category.
     ``group`` picks the group that predicts (default: the model's, the best on its folds).
+    A model trained below the first level of the category tree adds ``path`` and ``level``: the
+    predicted path down to the deepest level whose probability reaches that level's decision
+    threshold, and that level (0 and an empty path: not even the first level is sure).
     The result counts the image files not found, so a caller can say when many are missing.
     """
     if top_k < 1:
@@ -62,7 +66,9 @@ def predict_catalog(model: ClassifierModel, catalog: Catalog, *, top_k: int = 1,
     top_k = min(top_k, len(model.categories))
     group = model.resolve_group(group)
     proba, used = model.predict_details(catalog, cache, group)
-    columns = ["id", "name", "category", "probability", "modality"]
+    paths = answer_paths(model, proba, used)
+    columns = ["id", "name", "category", "probability", *(["path", "level"] if paths is not None else []),
+               "modality"]
     for k in range(2, top_k + 1):
         columns += [f"category_{k}", f"probability_{k}"]
     if catalog.labels is not None:
@@ -91,6 +97,8 @@ def predict_catalog(model: ClassifierModel, catalog: Catalog, *, top_k: int = 1,
             for k in range(2, top_k + 1):
                 row.update({f"category_{k}": model.categories[order[k - 1]],
                             f"probability_{k}": round(float(proba[i, order[k - 1]]), 4)})
+        if paths is not None:
+            row.update(path=paths[i][0], level=paths[i][1])
         if catalog.labels is not None:
             row["true_category"] = catalog.labels[i]
         row["note"] = "; ".join(notes)

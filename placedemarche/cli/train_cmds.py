@@ -48,6 +48,9 @@ from placedemarche.cli.feedback_cmd import feedback_option, load_training_catalo
               help="Training views per image with --augment: the original plus VIEWS-1 augmented copies.")
 @click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True,
               help="Early stopping patience in epochs.")
+@click.option("--hierarchy", type=click.Choice(["flat", "per-level"]), default="flat", show_default=True,
+              help="Below --category-level 1: one head over the leaves, their probabilities summed up the tree "
+                   "(flat), or one head per level combined along the valid paths (per-level).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Model directory to write (default: pm-results/model-<time>).")
 @click.option("--no-cache", is_flag=True, help="Recompute features instead of using the cache.")
@@ -58,7 +61,7 @@ from placedemarche.cli.feedback_cmd import feedback_option, load_training_catalo
 @category_options("the number of --folds, at least 2")
 @catalog_options
 def train(text, image, text_field, classifier, C, fusion, folds, seed, class_weight, finetune, unfreeze,
-          epochs, finetune_epochs, lr, finetune_lr, batch_size, augment, views, patience, out, no_cache,
+          epochs, finetune_epochs, lr, finetune_lr, batch_size, augment, views, patience, hierarchy, out, no_cache,
           features_store, feedback_db, no_progress, no_download, **catalog_kwargs):
     """Train a category classifier, cross-validate it, and save it for `pm predict`.
 
@@ -102,7 +105,8 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
                                 finetune_learning_rate=finetune_lr, batch_size=batch_size, augment=augment,
                                 views=views, patience=patience, class_weight=class_weight, seed=seed)
     config = TrainConfig(text=list(text) or None, image=list(image) or None, text_field=text_field, classifier=classifier, C=C,
-                         fusion=fusion, folds=folds, seed=seed, class_weight=class_weight, finetune=tuning)
+                         fusion=fusion, folds=folds, seed=seed, class_weight=class_weight, finetune=tuning,
+                         hierarchy=hierarchy)
     config.check()
     fetch_missing_dataset(catalog_kwargs["data"], allowed=not no_download, progress=not no_progress)
     catalog = load_training_catalog(catalog_kwargs, text_field=text_field, text=bool(text), image=bool(image),
@@ -124,12 +128,35 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     console.print(f"{len(catalog)} products, {len(result.model.categories)} categories; "
                   f"{len(catalog.dropped)} dropped; final fit {summary['final_fit_seconds']:.1f} s.",
                   highlight=False)
+    for line in level_lines(summary):
+        console.print(line, highlight=False)
     if summary.get("fusion_warning"):
         err_console.print(f"[yellow]{escape(summary['fusion_warning'])}[/]", highlight=False)
     console.print(f"Model: {out_dir}/ (predict with: pm predict --model {out_dir} --data NEW.csv)",
                   highlight=False)
     # the last line, where people look for what to open (written by write_training_report)
     console.print(f"Report: {out_dir / 'report.html'}", highlight=False, soft_wrap=True)
+
+
+def level_lines(summary) -> list[str]:
+    """Per level of the category tree (a model below level 1): the main group's out-of-fold
+    accuracy, macro-F1 and hierarchical F1, and the decision threshold of that level."""
+    levels = (summary.get("results", {}).get(summary.get("best_group") or summary.get("main")) or {}).get("levels")
+    if not levels:
+        return []
+    thresholds = (summary.get("decision") or {}).get("levels") or {}
+    lines = []
+    for level, scores in levels.items():
+        point = thresholds.get(level) or {}
+        decided = (f"; threshold {point['threshold']:.3f} accepts {point['coverage']:.0%}"
+                   if point.get("precision") is not None else "")
+        lines.append(f"Level {level} ({scores['categories']} categories): accuracy {scores['accuracy']:.3f}, "
+                     f"macro-F1 {scores['macro_f1']:.3f}, hF {scores['hF']:.3f}{decided}")
+    stopped = (summary.get("decision") or {}).get("stopped")
+    if stopped:
+        lines.append(f"Paths stopped at the level thresholds: hP {stopped['hP']:.3f}, hR {stopped['hR']:.3f}, "
+                     f"hF {stopped['hF']:.3f}")
+    return lines
 
 
 def folds_table(result):
@@ -217,6 +244,10 @@ def predict(model_dir, data, out, top_k, id_column, name_column, description_col
                           f"(--group {fused} to use the fused model)", highlight=False, soft_wrap=True)
     used = ", ".join(f"{k}: {v}" for k, v in sorted(result.counts.items()))
     console.print(f"{len(result.rows)} products predicted ({used}) -> {out}", highlight=False)
+    if "level" in result.columns:
+        depths = [row["level"] for row in result.rows if row["category"]]
+        console.print("paths answered down to the level their threshold allows: "
+                      + ", ".join(f"level {k}: {depths.count(k)}" for k in sorted(set(depths))), highlight=False)
     if result.counts.get("none"):
         err_console.print(f"[yellow]{result.counts['none']} product(s) have neither a usable text nor "
                           "image:[/] kept with an empty category (see the note column)", highlight=False)

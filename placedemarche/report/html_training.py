@@ -83,7 +83,7 @@ def write_training_html(result: "TrainResult", out: Path, histories: Sequence[Se
                      "out-of-fold predictions. The marker is the threshold kept for the target precision; "
                      "<code>pm serve --target-precision</code> can pick another point of this curve.</p>",
                      '<div class="plot" id="fig-risk-coverage"></div>']
-        body += _level_table(results)
+        body += _level_table(results, decision)
         body += ["<h2>Per-class F1</h2>", '<div class="plot" id="fig-f1"></div>',
                  "<h2>Confusion matrices (out-of-fold)</h2>", '<div class="row">']
         for number, (name, res) in enumerate(sorted(results.items(), key=lambda kv: kv[0] != main)):
@@ -129,19 +129,40 @@ def _risk_coverage_figure(decision: dict[str, Any]):
     return fig
 
 
-def _level_table(results: dict) -> list[str]:
+def _level_table(results: dict, decision: dict | None = None) -> list[str]:
     """Out-of-fold accuracy and macro-F1 with the predictions cut to each level of the category
     tree (a deeper-level run only)."""
     levels = sorted({lvl for res in results.values() for lvl in res.get("levels", {})}, key=int)
     if not levels:
         return []
-    head = ["prediction", *[f"level {lvl} {what}" for lvl in levels for what in ("accuracy", "macro F1")]]
+    metrics = {"accuracy": "accuracy", "macro_f1": "macro F1", "hF": "hF"}
+    head = ["prediction", *[f"level {lvl} {label}" for lvl in levels for label in metrics.values()]]
     rows = ["<tr>" + td(name) + "".join(td(f"{res['levels'][lvl][m]:.3f}", res["levels"][lvl][m])
-                                       for lvl in levels for m in ("accuracy", "macro_f1")) + "</tr>"
+                                       if m in res["levels"][lvl] else td("-")
+                                       for lvl in levels for m in metrics) + "</tr>"
             for name, res in results.items() if res.get("levels")]
     return ["<h2>Scores per level of the category tree</h2>",
             '<p class="note">Out-of-fold predictions cut to each level: a product put in the right branch '
-            "counts as right at the levels above its error.</p>", table(head, rows)]
+            "counts as right at the levels above its error. hF: hierarchical F1, credit for the shared "
+            "part of the path (hP = hR here: every prediction is a full path).</p>", table(head, rows),
+            *_level_decisions(decision or {})]
+
+
+def _level_decisions(decision: dict) -> list[str]:
+    """The decision threshold of each level and what the stopped paths score."""
+    levels, stopped = decision.get("levels") or {}, decision.get("stopped")
+    if not levels or not stopped:
+        return []
+    rows = ["<tr>" + td(f"level {lvl}") + td(f"{p['threshold']:.3f}" if p.get("precision") is not None else "none")
+            + td(f"{p['coverage']:.1%}", p["coverage"]) + td(f"{stopped['stopped_at'].get(lvl, 0):.1%}") + "</tr>"
+            for lvl, p in sorted(levels.items(), key=lambda kv: int(kv[0]))]
+    return ["<h3>Answering down to the deepest sure level</h3>",
+            f'<p class="note">{html.escape(decision["group"])}: a product is answered with its path down to the '
+            "deepest level whose summed probability reaches that level's threshold (target precision "
+            f"{decision['target_precision']:g} at each level). The stopped paths score hP {stopped['hP']:.3f}, "
+            f"hR {stopped['hR']:.3f}, hF {stopped['hF']:.3f}; {stopped['stopped_at'].get('0', 0):.1%} stop "
+            "before the first level (review).</p>",
+            table(["level", "threshold", "coverage", "answered down to it"], rows)]
 
 
 def _learning_curves_figure(histories: list[list[dict]]):

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 
+from placedemarche.classify.hierarchy import answer_paths
 from placedemarche.data.catalog import Catalog
 from placedemarche.serve.batching import DynamicBatcher
 from placedemarche.serve.loaded import LoadedModel, load_for_serving
@@ -140,7 +141,7 @@ class Categoriser:
             self.metrics.decisions.labels(answer["decision"]).inc()
             self.metrics.products.labels(answer["modality"]).inc()
             rows.append({key: answer[key] for key in ("model_id", "category", "probability", "decision", "seconds")}
-                        | {"product_id": answer["id"], "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                        | {"product_id": answer["id"], "created": time.time()})
         if self.db is not None and rows:
             try:
                 self.db.log_answers(rows)
@@ -198,21 +199,27 @@ def predict_with(loaded: LoadedModel, products: list[Product], top_k: int) -> li
                           descriptions=[p.description for p in products], image_paths=paths)
         proba, used = model.predict_details(catalog)
     k = min(top_k, len(model.categories))
+    paths = answer_paths(model, proba, used, loaded.level_thresholds)
     answers: list[dict[str, Any] | Exception] = []
-    for product, row, modality in zip(products, proba, used):
+    for i, (product, row, modality) in enumerate(zip(products, proba, used)):
         if modality == "none" or np.isnan(row).all():
             answers.append(Unanswerable(f"product {product.id}: neither its text nor its photo could be used"))
             continue
         order = np.argsort(-row)[:k]
         probability = float(row[order[0]])
         threshold = loaded.thresholds.get(modality)
+        auto = threshold is not None and probability >= threshold
+        # the path down to the deepest level its threshold accepts (a level-1 model: its category when auto)
+        path, level = paths[i][:2] if paths is not None else ((model.categories[order[0]], 1) if auto else ("", 0))
         answers.append({
             "id": product.id,
             "category": model.categories[order[0]],
             "probability": round(probability, 6),
             "top": [{"category": model.categories[j], "probability": round(float(row[j]), 6)} for j in order],
             "modality": modality,
-            "decision": "auto" if threshold is not None and probability >= threshold else "review",
+            "path": path,
+            "level": level,
+            "decision": "auto" if auto else "review",
             "threshold": threshold,
             "model_id": loaded.model_id,
             "seconds": 0.0,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from placedemarche.classify import MODEL_FILE, ClassifierModel, load_model
+from placedemarche.classify.hierarchy import level_thresholds
 from placedemarche.classify.threshold import describe, threshold_for
 
 NO_DECISION = ("{directory} records no decision threshold (trained before pm train measured one): every answer "
@@ -27,6 +28,8 @@ class LoadedModel:
     decision: dict[str, Any] | None  # the point answers use for the default group (None: none measured)
     thresholds: dict[str, float] = field(default_factory=dict)  # modality group -> threshold
     notes: list[str] = field(default_factory=list)  # what the operator should know (logged at start)
+    # modality group -> threshold per level of the category tree (a model below level 1)
+    level_thresholds: dict[str, list[float | None]] = field(default_factory=dict)
 
     @property
     def decision_summary(self) -> str:
@@ -67,7 +70,8 @@ def load_for_serving(directory: str | Path, target_precision: float | None = Non
             notes.append(f"{directory}: {describe(decision)}")
     return LoadedModel(model=model, directory=directory, model_id=model_id, checksum=checksum,
                        trained=meta.get("created"), loaded=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                       decision=decision, thresholds=thresholds, notes=notes)
+                       decision=decision, thresholds=thresholds, notes=notes,
+                       level_thresholds=level_thresholds(stored, target_precision))
 
 
 def model_info(loaded: LoadedModel, feedback: bool) -> dict[str, Any]:

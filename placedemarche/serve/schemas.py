@@ -46,6 +46,10 @@ class CategoryAnswer(BaseModel):
     category: str = Field(description="The most probable category")
     probability: float = Field(description="Its probability")
     top: list[Scored] = Field(description="The most probable categories, best first")
+    path: str = Field(default="", description="The category path down to the deepest level whose probability "
+                                           "reaches that level's threshold ('Home Furnishing > Bed Linen'); "
+                                           "empty when not even the first level is sure")
+    level: int = Field(default=0, description="The level of that path (0: none)")
     modality: Modality = Field(description="What the answer was made from")
     decision: Decision = Field(description="auto: accept without a person (probability at or above the "
                                            "threshold); review: a person should check it")
@@ -90,7 +94,9 @@ class ModelInfo(BaseModel):
 
 
 class FeedbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The category a person finally chose for a product (blank ids and categories are refused)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     product_id: str = Field(min_length=1, max_length=200)
     category: str = Field(min_length=1, max_length=500, description="The category a person chose")
