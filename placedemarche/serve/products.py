@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import struct
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ def check_photo(data: bytes, max_bytes: int) -> None:
             image.load()
     except Image.DecompressionBombError:
         raise PhotoError(f"photo refused: image too large (more than {pixel_limit()} pixels)") from None
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, struct.error, IndexError):  # a format's probe fails on a few bytes
         raise PhotoError("photo is not an image (expected JPEG, PNG, WebP, GIF...)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from placedemarche.core.errors import PlaceDeMarcheError
 from placedemarche.serve.engine import Categoriser
@@ -85,7 +86,13 @@ def add_routes(app: FastAPI, engine: Categoriser) -> None:
         category, top-k, the modality used and the decision (auto or review)."""
         content_type = request.headers.get("content-type", "").lower()
         if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-            form = await request.form(max_files=1, max_fields=10)
+            try:
+                form = await request.form(max_files=1, max_fields=10)
+            except StarletteHTTPException as exc:  # a malformed form: the field error every other bad body gets
+                if exc.status_code != 400:
+                    raise
+                raise RequestValidationError([{"loc": ("body",), "msg": str(exc.detail),
+                                               "type": "form_invalid"}]) from None
             fields: dict = {}
             for key in ("id", "name", "description", "photo"):
                 value = form.get(key)
@@ -145,8 +152,10 @@ def add_routes(app: FastAPI, engine: Categoriser) -> None:
     if engine.db is not None:
         @app.post("/v1/feedback", response_model=FeedbackOut, dependencies=guarded,
                   responses={**ERRORS, 503: {"model": Problem, "description": "The database cannot record it now"}},
-                  tags=["feedback"], summary="Record the category a person chose for a product")
-        async def feedback(item: FeedbackIn) -> FeedbackOut:
+                  tags=["feedback"], summary="Record the category a person chose for a product",
+                  openapi_extra=_json_body(FeedbackIn.model_json_schema()))
+        async def feedback(request: Request) -> FeedbackOut:
+            item = parse_json(await request.body(), TypeAdapter(FeedbackIn), ["body"])
             try:
                 await run_in_threadpool(engine.db.add_feedback, item.product_id, item.category, item.model_id,
                                         name=item.name, description=item.description, photo_ref=item.photo_ref)
