@@ -11,7 +11,8 @@ its image or its text is predicted from what it has.
 
 The modules: ``config`` (:class:`TrainConfig`), ``blocks`` (scaler, heads, combining),
 ``model`` (:class:`ClassifierModel`), ``crossval`` (:func:`train`), ``report_files``,
-``modeldir`` (:func:`save_model`, :func:`load_model`) and ``predictions``
+``modeldir`` (:func:`save_model`, :func:`load_model`), ``modelobjects`` (the fitted objects as
+model.skops, loaded without unpickling, or model.joblib) and ``predictions``
 (:func:`predict_catalog`). Everything public is importable from this package, which is also
 the path pickles of models saved before the split name (``placedemarche.classify.Block``).
 
