@@ -26,13 +26,16 @@ class AuditOptions:
         repeats: the k-fold is run this many times with seeds ``seed``, ``seed+1``, ... and the
             out-of-fold probabilities averaged: every product is predicted by ``repeats``
             models that never saw it, which steadies the probabilities near the boundary.
-        filter_by: cleanlab's ``find_label_issues`` rule.
+        filter_by: cleanlab's ``find_label_issues`` rule. ``prune_by_class`` (flag, per declared
+            category, as many products as the confident joint estimates wrong, lowest
+            self-confidence first) had the best recall at equal precision in
+            bench/bench_audit.py (docs/audit.md); cleanlab's own default is ``prune_by_noise_rate``.
         rank_by: cleanlab's label-quality score that orders the suspects.
     """
 
     group: str | None = None
     repeats: int = 1
-    filter_by: str = "prune_by_noise_rate"
+    filter_by: str = "prune_by_class"
     rank_by: str = "self_confidence"
 
     def check(self) -> None:

@@ -29,7 +29,7 @@ from placedemarche.cli.options import catalog_options, category_options, downloa
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds and heads.")
 @click.option("--group", metavar="GROUP",
               help="Prediction audited: text, image or text+image (default: the best in the cross-validation).")
-@click.option("--filter-by", type=click.Choice(FILTERS), default="prune_by_noise_rate", show_default=True,
+@click.option("--filter-by", type=click.Choice(FILTERS), default="prune_by_class", show_default=True,
               help="cleanlab's rule for which declared categories are issues (find_label_issues).")
 @click.option("--rank-by", type=click.Choice(RANKINGS), default="self_confidence", show_default=True,
               help="cleanlab's label-quality score that ranks the suspects (get_label_quality_scores).")
