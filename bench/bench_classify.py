@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     from placedemarche.data.catalog import load_catalog
     from placedemarche.classify import TrainConfig, train
     from placedemarche.classify.finetune import FineTuneConfig
-    from placedemarche.report.evaluation import slug
+    from placedemarche.report.plots import slug
 
     out = Path(args.out)
     catalog = load_catalog(args.data).validated(on_missing="drop")

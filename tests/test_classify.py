@@ -22,6 +22,7 @@ from placedemarche.features.cache import FeatureCache
 from placedemarche.data.catalog import load_catalog
 from placedemarche.classify import (ModelError, TrainConfig, load_model, predict_catalog, train)
 from placedemarche.core.errors import PlaceDeMarcheError
+from placedemarche.report.training import write_training_report
 
 
 class MeanColour(ImageExtractor):
@@ -103,6 +104,7 @@ def test_cross_validation_scores_every_modality_and_writes_the_report(tiny_catal
     out = tmp_path / "model"
     result = train(catalog, TrainConfig(text="tfidf:min_df=1", image="mean-colour", folds=3),
                    cache=FeatureCache(tmp_path / "c"), out=out)
+    write_training_report(result, out)
     assert set(result.summary["results"]) == {"text", "image", "text+image"}
     assert len(result.folds) == 3
     assert sum(f["test"] for f in result.folds) == len(catalog)
@@ -477,7 +479,8 @@ def test_confusion_png_of_a_classifier_names_predicted_categories_without_wide_m
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
     out = tmp_path / "model"
-    train(load_catalog(tiny_catalog).validated(), TrainConfig(text="tfidf:min_df=1", folds=3), out=out)
+    write_training_report(train(load_catalog(tiny_catalog).validated(), TrainConfig(text="tfidf:min_df=1", folds=3),
+                                out=out), out)
     assert seen["confusion_matrix.png"] == ("predicted category", "tight")
     (left, top, right, bottom), (width, height) = _content_box(out / "confusion_matrix.png")
     # the plot fills the image: only the small padding of a tight bounding box is left blank
@@ -487,7 +490,7 @@ def test_confusion_png_of_a_classifier_names_predicted_categories_without_wide_m
 def test_confusion_png_of_the_clustering_study_keeps_its_wording(tmp_path, monkeypatch):
     import matplotlib.figure
 
-    from placedemarche.report.evaluation import plot_confusion
+    from placedemarche.report.plots import plot_confusion
 
     seen = []
     savefig = matplotlib.figure.Figure.savefig
@@ -512,7 +515,8 @@ def test_result_files_honour_the_umask(tiny_catalog, tmp_path, classify_plugins,
     out = tmp_path / "model"
     old = os.umask(umask)
     try:
-        train(catalog, TrainConfig(text="tfidf:min_df=1", image="mean-colour", folds=2), out=out)
+        write_training_report(train(catalog, TrainConfig(text="tfidf:min_df=1", image="mean-colour", folds=2),
+                                    out=out), out)
     finally:
         os.umask(old)
     modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in out.iterdir() if p.is_file()}

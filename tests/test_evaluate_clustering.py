@@ -168,7 +168,7 @@ def test_assignments_file_lets_anyone_recompute_the_scores(tiny_catalog, tmp_pat
 
 
 def test_map_title_gives_the_plotted_seeds_own_score_and_the_mean_apart(tiny_catalog):
-    from placedemarche.report.evaluation import map_title
+    from placedemarche.report.plots import map_title
 
     catalog = load_catalog(tiny_catalog).validated(image=False)
     report = evaluate_combinations(catalog, text=["tfidf:min_df=1"], config=EvaluationConfig(seeds=(3, 4), **FAST))
@@ -181,7 +181,7 @@ def test_map_title_gives_the_plotted_seeds_own_score_and_the_mean_apart(tiny_cat
 
 def test_image_only_runs_do_not_claim_a_text_field(tiny_catalog, tmp_path, mean_colour):
     from placedemarche.core import plugins
-    from placedemarche.report.evaluation import text_field_label
+    from placedemarche.report.plots import text_field_label
 
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["evaluate", "--data", str(tiny_catalog), "--image", "mean-colour",
@@ -199,7 +199,7 @@ def test_image_only_runs_do_not_claim_a_text_field(tiny_catalog, tmp_path, mean_
 def test_category_colours_are_distinct_hues():
     import matplotlib.colors as mcolors
 
-    from placedemarche.report.evaluation import _category_colours
+    from placedemarche.report.plots import _category_colours
 
     colours = [np.array(mcolors.to_rgb(c)) for c in _category_colours(20)]
     distances = [np.linalg.norm(a - b) for i, a in enumerate(colours) for b in colours[i + 1:]]
@@ -208,7 +208,7 @@ def test_category_colours_are_distinct_hues():
 
 
 def test_map_legends_sit_outside_the_points(tiny_catalog):
-    from placedemarche.report.evaluation import _pyplot, map_figure
+    from placedemarche.report.plots import _pyplot, map_figure
 
     catalog = load_catalog(tiny_catalog).validated(image=False)
     report = evaluate_combinations(catalog, text=["tfidf:min_df=1"], config=EvaluationConfig(seeds=(0,), **FAST))
@@ -221,7 +221,7 @@ def test_map_legends_sit_outside_the_points(tiny_catalog):
 
 
 def test_category_names_are_wrapped_not_cut():
-    from placedemarche.report.evaluation import _wrap
+    from placedemarche.report.plots import _wrap
 
     assert _wrap("Beauty and Personal Care") == "Beauty and\nPersonal Care"
     assert _wrap("Home Furnishing") == "Home Furnishing"

@@ -15,6 +15,7 @@ from placedemarche.classify import TrainConfig, load_model, train
 from placedemarche.core.errors import PlaceDeMarcheError
 from placedemarche.classify.finetune import BackboneSplit, FineTuneConfig, train_top
 from placedemarche.core.plugins import create_plugin
+from placedemarche.report.training import write_training_report
 
 pytest.importorskip("tensorflow")
 
@@ -75,6 +76,7 @@ def test_finetuned_model_cross_validates_saves_and_reloads(tiny_catalog, tmp_pat
     tuning = FineTuneConfig(backbone=SPEC, unfreeze=3, epochs=1, finetune_epochs=1, views=2, patience=1)
     out = tmp_path / "model"
     result = train(catalog, TrainConfig(image=SPEC, folds=2, finetune=tuning), out=out)
+    write_training_report(result, out)
     assert set(result.summary["results"]) == {"image"}
     assert result.summary["features"]["image"]["views"] == 2
     for name in ("finetuned.keras", "learning_curves.png", "learning_curves.json", "model.json"):

@@ -17,6 +17,7 @@ from placedemarche.data.catalog import load_catalog
 from placedemarche.classify import TrainConfig, train
 from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
 from placedemarche.report.evaluation import write_evaluation_report
+from placedemarche.report.training import write_training_report
 from placedemarche.report.html_page import script_json
 from placedemarche.report.html_training import write_training_html
 
@@ -68,6 +69,7 @@ def training(tmp_path_factory):
     try:
         result = train(catalog, TrainConfig(text="tfidf:min_df=1", image="mean-colour", folds=3),
                        out=root / "model")
+        write_training_report(result, root / "model")
     finally:
         plugins.unregister_plugin(name)
     return result, root / "model"
@@ -115,7 +117,7 @@ def test_training_writes_a_page_with_folds_f1_and_confusion(training):
     page = (out / "report.html").read_text(encoding="utf-8")
     _check_self_contained_and_escaped(page)
     figures = _embedded(page, "FIGURES")
-    assert set(figures) == {"f1", "confusion-0", "confusion-1", "confusion-2"}
+    assert set(figures) == {"f1", "risk-coverage", "confusion-0", "confusion-1", "confusion-2"}
     assert "Baby &lt;b&gt;Care&lt;/b&gt; &amp; Co" in page
     assert page.count("</tr>") == (1 + 3) + (1 + 3)  # header and a row per prediction; per fold
     assert json.loads((out / "metrics.json").read_text())["files"]["html"] == "report.html"

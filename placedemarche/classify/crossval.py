@@ -26,6 +26,7 @@ from placedemarche.classify.blocks import Block, BlockScaler, _combine, _hstack,
 from placedemarche.classify.config import TrainConfig
 from placedemarche.classify.hierarchy import CategoryTree, add_hierarchy_summary, hierarchical_head
 from placedemarche.classify.model import ClassifierModel
+from placedemarche.classify.threshold import decision_summary
 from placedemarche.classify.modeldir import library_versions, save_model
 
 
@@ -186,9 +187,9 @@ def train(catalog: Catalog, config: TrainConfig, *, cache: FeatureCache | None =
     ``pm audit`` reads): the returned model has no blocks and cannot predict or be saved.
 
     The catalogue must be labelled and validated for the modalities used. When ``out`` is
-    given, the model directory is written there with the evaluation's report files
-    (metrics.json, folds.csv, classification_report.txt, confusion matrix PNG + CSV, and
-    learning curves for a fine-tuned image block).
+    given, the model directory is written there; the report files beside it (metrics.json,
+    folds.csv, classification_report.txt, confusion matrix, learning curves, report.html) are
+    the report stage's: :func:`placedemarche.report.training.write_training_report`.
     """
     config.check()
     catalog, categories, y = _check_catalog(catalog, config)
@@ -281,6 +282,7 @@ def _summary(config, catalog, categories, y, folds, oof, pre, final_seconds, tre
                        "macro_f1": summary["results"][main]["macro_f1_mean"],
                        "macro_f1_sd": summary["results"][main]["macro_f1_sd"]}
     summary.update(_best_group(config, summary["results"]))
+    summary["decision"] = decision_summary(y, oof, summary["best_group"], config.target_precision)
     if tree is not None:  # per-level scores and thresholds (classify.hierarchy)
         add_hierarchy_summary(summary["results"], summary.get("decision"), tree, y, oof, config.target_precision)
     return summary

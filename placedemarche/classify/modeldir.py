@@ -90,7 +90,7 @@ def save_model(model: ClassifierModel, directory: str | Path) -> Path:
         **({"pickled": pickled} if pickled else {}),
         "default_group": model.group,
         "metrics": {k: v for k, v in model.metrics.items()
-                    if k in ("mean", "results", "folds", "main", "best_group", "fusion_warning")},
+                    if k in ("mean", "results", "folds", "main", "best_group", "fusion_warning", "decision")},
     }
     atomic_write_text(directory / MODEL_FILE, json.dumps(meta, indent=2))
     stale.unlink(missing_ok=True)  # the other format, from an earlier save into this directory

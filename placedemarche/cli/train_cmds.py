@@ -48,6 +48,9 @@ from placedemarche.cli.feedback_cmd import feedback_option, load_training_catalo
               help="Training views per image with --augment: the original plus VIEWS-1 augmented copies.")
 @click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True,
               help="Early stopping patience in epochs.")
+@click.option("--target-precision", type=click.FloatRange(0, 1, min_open=True), default=0.98, show_default=True,
+              help="Precision the automatically accepted predictions must reach: the decision threshold giving it "
+                   "is measured on the out-of-fold predictions and kept in the model (pm serve answers auto / review).")
 @click.option("--hierarchy", type=click.Choice(["flat", "per-level"]), default="flat", show_default=True,
               help="Below --category-level 1: one head over the leaves, their probabilities summed up the tree "
                    "(flat), or one head per level combined along the valid paths (per-level).")
@@ -61,7 +64,7 @@ from placedemarche.cli.feedback_cmd import feedback_option, load_training_catalo
 @category_options("the number of --folds, at least 2")
 @catalog_options
 def train(text, image, text_field, classifier, C, fusion, folds, seed, class_weight, finetune, unfreeze,
-          epochs, finetune_epochs, lr, finetune_lr, batch_size, augment, views, patience, hierarchy, out, no_cache,
+          epochs, finetune_epochs, lr, finetune_lr, batch_size, augment, views, patience, target_precision, hierarchy, out, no_cache,
           features_store, feedback_db, no_progress, no_download, **catalog_kwargs):
     """Train a category classifier, cross-validate it, and save it for `pm predict`.
 
@@ -80,6 +83,7 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     """
     from placedemarche.features.cache import FeatureCache
     from placedemarche.classify import TrainConfig, train as train_model
+    from placedemarche.classify.threshold import describe as describe_decision
     from placedemarche.report.training import write_training_report
     from placedemarche.classify.finetune import FineTuneConfig
     from placedemarche.core.plugins import check_specs
@@ -106,7 +110,7 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
                                 views=views, patience=patience, class_weight=class_weight, seed=seed)
     config = TrainConfig(text=list(text) or None, image=list(image) or None, text_field=text_field, classifier=classifier, C=C,
                          fusion=fusion, folds=folds, seed=seed, class_weight=class_weight, finetune=tuning,
-                         hierarchy=hierarchy)
+                         target_precision=target_precision, hierarchy=hierarchy)
     config.check()
     fetch_missing_dataset(catalog_kwargs["data"], allowed=not no_download, progress=not no_progress)
     catalog = load_training_catalog(catalog_kwargs, text_field=text_field, text=bool(text), image=bool(image),
@@ -128,6 +132,8 @@ def train(text, image, text_field, classifier, C, fusion, folds, seed, class_wei
     console.print(f"{len(catalog)} products, {len(result.model.categories)} categories; "
                   f"{len(catalog.dropped)} dropped; final fit {summary['final_fit_seconds']:.1f} s.",
                   highlight=False)
+    if summary.get("decision"):
+        console.print(f"Decision threshold: {describe_decision(summary['decision'])}.", highlight=False)
     for line in level_lines(summary):
         console.print(line, highlight=False)
     if summary.get("fusion_warning"):
