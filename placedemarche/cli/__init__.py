@@ -1,0 +1,1 @@
+"""The `pm` command line: thin click commands grouped by stage, rich rendering."""

@@ -43,15 +43,13 @@ def cli(verbose):
     show_warnings_as_lines()
 
 
-# Each command lives in its own module; importing them stays cheap (heavy imports are inside).
+# Commands are grouped by the stage they serve, one module each; importing them stays cheap (heavy imports are inside).
 from placedemarche.cli.audit_cmd import audit  # noqa: E402
-from placedemarche.cli.cache_cmds import cache  # noqa: E402
-from placedemarche.cli.dataset_cmds import dataset  # noqa: E402
+from placedemarche.cli.data_cmds import dataset, source  # noqa: E402
 from placedemarche.cli.evaluate_cmd import evaluate  # noqa: E402
-from placedemarche.cli.extract_cmd import extract  # noqa: E402
+from placedemarche.cli.features_cmds import cache, extract  # noqa: E402
 from placedemarche.cli.feedback_cmd import feedback  # noqa: E402
 from placedemarche.cli.plugin_cmds import list_extractors, list_plugins, list_reducers, plugins  # noqa: E402
-from placedemarche.cli.source_cmds import source  # noqa: E402
 from placedemarche.cli.serve_cmd import serve  # noqa: E402
 from placedemarche.cli.train_cmds import predict, train  # noqa: E402
 

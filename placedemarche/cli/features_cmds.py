@@ -1,4 +1,5 @@
-"""`pm extract`: compute a catalogue's features into a feature store, locally or on Ray."""
+"""The features stage's commands: `pm extract` (a catalogue's features into a feature store,
+locally or on Ray) and `pm cache` (the content-addressed feature cache on disk)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import click
 
 from placedemarche.cli.options import catalog_options, extractor_options
 
+
+# -- `pm extract`: compute a catalogue's features into a feature store, locally or on Ray ---
 
 def _runtime_env(ctx, param, value: str | None) -> dict | None:
     """``--runtime-env``'s JSON text as a dict (a one-line usage error when it is not an object)."""
@@ -141,3 +144,54 @@ def summary_table(results):
                       str(done.dims or "-"), done.storage or "-",
                       f"{done.shards_written}/{done.shards_reused}", f"{done.seconds:.1f}", Text(done.path.name))
     return table
+
+
+# -- `pm cache info` and `pm cache clear`: the feature cache on disk --------------------
+
+def _contents(info) -> str:
+    return f"{info.feature_sets} feature set(s), {info.array_files} array file(s)"
+
+
+@click.group("cache")
+def cache():
+    """Inspect or clear the feature cache (PM_CACHE_DIR)."""
+
+
+@cache.command("info")
+def cache_info():
+    """Show where the feature cache is, how much it holds and how much of it is damaged.
+
+    Feature matrices are feature sets (Parquet shards + manifest, as pm extract writes);
+    t-SNE maps, cluster labels and matrices cached by older versions are .npy/.npz files.
+    Every checksum is verified.
+    """
+    from placedemarche.features.cache import FeatureCache
+    from placedemarche.cli.render import console
+
+    info = FeatureCache().info(verify=True)
+    line = f"{info.path}: {_contents(info)}, {info.bytes / 1e6:.1f} MB"
+    if info.damaged:
+        line += f"; {info.damaged} damaged or from an older version (recomputed when next needed)"
+    if info.temp_files:
+        line += (f"; {info.temp_files} temporary file(s) left by interrupted writes"
+                 " (pm cache clear removes them)")
+    console.print(line, highlight=False)
+
+
+@cache.command("clear")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def cache_clear(yes):
+    """Delete every cached feature set and array (they are recomputed when needed)."""
+    from placedemarche.features.cache import FeatureCache
+    from placedemarche.cli.render import console
+
+    store = FeatureCache()
+    info = store.info()
+    if not info.entries and not info.temp_files:
+        console.print(f"{info.path}: nothing to clear", highlight=False)
+        return
+    what = f"{_contents(info)} and {info.temp_files} temporary file(s)"
+    if not yes:
+        click.confirm(f"Delete {what} ({info.bytes / 1e6:.1f} MB) in {info.path}?", abort=True)
+    store.clear()
+    console.print(f"cleared {what}, {info.bytes / 1e6:.1f} MB", highlight=False)
