@@ -171,3 +171,19 @@ def test_ray_serve_keeps_answering_when_a_replica_is_killed(tiny, ray_service):
     assert len(failed) <= concurrency, failed  # at most the requests in flight on the dead replica
     assert any(t > killed and s == 200 for t, s in outcome)  # the service kept answering
     assert after == [200] * 20
+
+
+def test_the_config_file_builder_reads_its_args(tiny):
+    """``import_path: placedemarche.serve.ray_deployment:app_builder`` (serve run, KubeRay)."""
+    pytest.importorskip("ray.serve")
+    from placedemarche.serve.ray_deployment import app_builder
+
+    app = app_builder({"model_dir": str(tiny["model"]), "max_batch": "8", "max_wait_ms": "2.5",
+                       "target_precision": "0.9", "min_replicas": "1", "max_replicas": "3"})
+    deployment = app._bound_deployment
+    assert deployment.name == "categoriser"
+    assert deployment._deployment_config.autoscaling_config.max_replicas == 3
+    with pytest.raises(PlaceDeMarcheError, match="unknown Ray Serve application args: replica\\b"):
+        app_builder({"model_dir": str(tiny["model"]), "replica": 2})
+    with pytest.raises(PlaceDeMarcheError, match="args.model_dir"):
+        app_builder({})

@@ -275,3 +275,44 @@ def serve_on_ray(settings: ServeSettings, options: RayServeOptions,
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         service.close()
+
+
+def app_builder(args: dict[str, Any]):
+    """The application of a Ray Serve config file or ``serve run`` (KubeRay's RayService):
+    ``import_path: placedemarche.serve.ray_deployment:app_builder`` with ``args`` holding the
+    :class:`ServeSettings` fields (``model_dir`` required; ``max_batch``, ``max_wait_ms``,
+    ``target_precision``...) and optionally ``replicas``, ``min_replicas``, ``max_replicas``,
+    ``cpus_per_replica``. The API key comes from ``PM_API_KEY`` in the replicas' environment.
+
+    Usage::
+
+        serve run placedemarche.serve.ray_deployment:app_builder model_dir=/models/m replicas=2
+    """
+    from placedemarche.serve.settings import read_api_key
+
+    args = dict(args or {})
+    if not args.get("model_dir"):
+        raise PlaceDeMarcheError("the Ray Serve application needs args.model_dir: the model directory from pm train")
+    fields = {f.name: f for f in dataclasses.fields(ServeSettings)}
+    option_fields = {"replicas": int, "min_replicas": int, "max_replicas": int, "cpus_per_replica": float}
+    unknown = sorted(set(args) - set(fields) - set(option_fields))
+    if unknown:
+        raise PlaceDeMarcheError(f"unknown Ray Serve application args: {', '.join(unknown)} (known: "
+                                 f"{', '.join(sorted([*fields, *option_fields]))})")
+    settings_args: dict[str, Any] = {}
+    defaults = ServeSettings(model_dir="")
+    for name, value in args.items():
+        if name in option_fields or value is None:
+            continue
+        default = getattr(defaults, name)
+        if name == "target_precision":
+            value = float(value)
+        elif isinstance(default, bool):
+            value = str(value).lower() in ("1", "true", "yes")
+        elif isinstance(default, (int, float)):
+            value = type(default)(value)
+        settings_args[name] = value
+    settings_args.setdefault("api_key", read_api_key(None))
+    options = RayServeOptions(**{name: cast(args[name]) for name, cast in option_fields.items()
+                                 if args.get(name) is not None})
+    return build_application(ServeSettings(**settings_args), options)
