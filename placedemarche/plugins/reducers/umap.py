@@ -50,7 +50,6 @@ class UMAPReducer(Reducer):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = []  # umap-learn returns float32 for any input
-        tags.non_deterministic = True  # transform embeds a batch jointly: rows depend on their batch
         return tags
 
 
