@@ -229,3 +229,16 @@ def test_a_url_scheme_nothing_can_read_is_a_missing_dependency(tmp_path):
 def test_a_decompression_bomb_given_as_bytes_is_refused_from_its_header(bomb_png):
     with pytest.raises(ImageReadError, match=r"image too large \(20000×20000 pixels.*<\d+ bytes>"):
         load_image(bomb_png.read_bytes(), 8)
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00", b"II", b"\x00\x00\x01"])
+def test_a_few_bytes_are_not_an_image_never_a_crash(data):
+    """Some format probes unpack their first bytes: a 0-3 byte upload must still be
+    'cannot identify', not a struct.error from inside Pillow."""
+    from PIL import UnidentifiedImageError
+
+    from placedemarche.data.images import open_image
+
+    with pytest.raises(UnidentifiedImageError, match="cannot identify image file"):
+        with open_image(data):
+            pass

@@ -150,7 +150,10 @@ def open_image(path: str | os.PathLike | bytes) -> Iterator["PILImage.Image"]:
             for fmt in [f for f in Image.ID if f not in tried]:
                 tried.add(fmt)
                 factory, accept = Image.OPEN[fmt]
-                accepted = accept(prefix) if accept else True
+                try:
+                    accepted = accept(prefix) if accept else True
+                except (SyntaxError, IndexError, TypeError, struct.error):  # some probes unpack a few bytes
+                    continue
                 if not accepted or isinstance(accepted, str):  # a str explains a refusal
                     continue
                 handle.seek(0)
