@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     from placedemarche.classify import TrainConfig, train
     from placedemarche.classify.finetune import FineTuneConfig
     from placedemarche.report.plots import slug
+    from placedemarche.report.training import write_training_report
 
     out = Path(args.out)
     catalog = load_catalog(args.data).validated(on_missing="drop")
@@ -74,6 +75,7 @@ def main(argv=None) -> int:
                              finetune=FineTuneConfig(**tuning) if tuning else None)
         started = time.perf_counter()
         result = train(catalog, config, cache=cache, out=out / slug(name))
+        write_training_report(result, out / slug(name))
         total = time.perf_counter() - started
         summary = result.summary
         row = {"run": name, "total_seconds": round(total, 1),

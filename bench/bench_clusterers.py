@@ -35,6 +35,7 @@ def main() -> None:
     from placedemarche.features.cache import FeatureCache
     from placedemarche.data.catalog import load_catalog
     from placedemarche.data.datasets import resolve_data
+    from placedemarche.report.evaluation import write_evaluation_report
     from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
 
     clusterers = tuple(args.clusterer or CLUSTERERS)
@@ -44,7 +45,8 @@ def main() -> None:
     started = time.perf_counter()
     with progress_bars():
         report = evaluate_combinations(catalog, text=[args.text], image=[args.image], config=config,
-                                       cache=FeatureCache(), out=args.out)
+                                       cache=FeatureCache())
+        write_evaluation_report(report, args.out)
     seconds = time.perf_counter() - started
 
     print(f"\n{len(catalog)} products, {len(report.categories)} categories, seeds "

@@ -37,6 +37,7 @@ def main() -> None:
     from placedemarche.features.cache import FeatureCache
     from placedemarche.data.catalog import load_catalog
     from placedemarche.data.datasets import resolve_data
+    from placedemarche.report.evaluation import write_evaluation_report
     from placedemarche.evaluate.evaluator import EvaluationConfig, evaluate_combinations
     from placedemarche.core.plugins import available_plugins
 
@@ -68,7 +69,8 @@ def main() -> None:
 
     started = time.perf_counter()
     report = evaluate_combinations(catalog, text, image, config=config, cache=cache,
-                                   fuse=not args.no_fuse, out=Path(args.out))
+                                   fuse=not args.no_fuse)
+    write_evaluation_report(report, Path(args.out))
     evaluation = time.perf_counter() - started
 
     print(f"# {len(catalog)} products ({len(catalog.dropped)} dropped), {len(report.categories)} "
