@@ -51,9 +51,9 @@ from placedemarche.cli.feedback_cmd import feedback_option, load_training_catalo
 @click.option("--target-precision", type=click.FloatRange(0, 1, min_open=True), default=0.98, show_default=True,
               help="Precision the automatically accepted predictions must reach: the decision threshold giving it "
                    "is measured on the out-of-fold predictions and kept in the model (pm serve answers auto / review).")
-@click.option("--hierarchy", type=click.Choice(["flat", "per-level"]), default="flat", show_default=True,
-              help="Below --category-level 1: one head over the leaves, their probabilities summed up the tree "
-                   "(flat), or one head per level combined along the valid paths (per-level).")
+@click.option("--hierarchy", type=click.Choice(["per-level", "flat"]), default="per-level", show_default=True,
+              help="Below --category-level 1: one head per level combined along the valid paths (per-level), or "
+                   "one head over the leaves, their probabilities summed up the tree (flat: about 3x faster).")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Model directory to write (default: pm-results/model-<time>).")
 @click.option("--no-cache", is_flag=True, help="Recompute features instead of using the cache.")
