@@ -10,7 +10,9 @@ blocks' probabilities (``"mean"``). The groups of one modality are kept, so a pr
 its image or its text is predicted from what it has.
 
 The modules: ``config`` (:class:`TrainConfig`), ``blocks`` (scaler, heads, combining),
-``model`` (:class:`ClassifierModel`), ``crossval`` (:func:`train`), ``report_files``,
+``model`` (:class:`ClassifierModel`), ``crossval`` (:func:`train`), ``threshold`` (the decision
+threshold), ``hierarchy`` (models below the first level of the category tree: per-level heads,
+paths, hierarchical scores, a threshold per level),
 ``modeldir`` (:func:`save_model`, :func:`load_model`), ``modelobjects`` (the fitted objects as
 model.skops, loaded without unpickling, or model.joblib) and ``predictions``
 (:func:`predict_catalog`). Everything public is importable from this package, which is also
