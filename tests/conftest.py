@@ -69,6 +69,8 @@ def _isolated_state(tmp_path, monkeypatch):
 
     monkeypatch.setenv("PM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PM_DATA_HOME", str(tmp_path / "data-home"))
+    # pm evaluate / pm train fetch a missing dataset: never from the internet in a test
+    monkeypatch.setenv("PM_NO_DOWNLOAD", "1")
     reset_plugins()
     yield
     reset_plugins()
