@@ -89,6 +89,8 @@ def test_audit_finds_the_flipped_categories(audited):
     results = json.loads((out / "results.json").read_text())
     assert results["suspects"] == len(suspects)
     assert results["group"] == "text"
+    assert results["audit"] == {"group": None, "repeats": 1, "filter_by": "lowest_quality",
+                                "rank_by": "self_confidence"}
     assert results["files"] == {"suspects": "suspects.csv", "categories": "categories.csv",
                                 "results": "results.json", "html": "report.html"}
     assert 0 < results["estimated_error_rate"] <= 0.3
@@ -234,6 +236,53 @@ def test_find_suspects_ranks_by_label_quality():
     health, overall = category_health(y, P, ["a", "b", "c"])
     assert sum(h["label_issues"] for h in health) == 3
     assert overall == pytest.approx(1 - 3 / n, abs=0.02)
+
+
+def test_lowest_quality_takes_cleanlabs_calibrated_count():
+    """The default rule: the products of lowest label quality, as many as cleanlab's
+    calibrated count of issues; a find_label_issues rule is still one option away."""
+    import cleanlab.count
+    import cleanlab.filter
+
+    from placedemarche.audit.options import AuditOptions
+    from placedemarche.audit.suspects import find_suspects
+    from placedemarche.data.catalog import Catalog
+
+    rng = np.random.default_rng(1)
+    n, k = 120, 3
+    y = np.repeat(np.arange(k), n // k)
+    P = rng.dirichlet(np.ones(k) * 0.7, size=n)
+    P[np.arange(n), y] += rng.uniform(0.0, 1.5, n)  # mostly right, some far from it
+    P /= P.sum(1, keepdims=True)
+    ids = [f"p{i}" for i in range(n)]
+    catalog = Catalog(ids=ids, names=ids, descriptions=[""] * n, image_paths=[None] * n,
+                      labels=[str(c) for c in y])
+    count = cleanlab.count.num_label_issues(y, P, estimation_method="off_diagonal_calibrated")
+    assert count > cleanlab.count.num_label_issues(y, P)  # not cleanlab's plain low_self_confidence
+    suspects, quality = find_suspects(y, P, ["a", "b", "c"], catalog, AuditOptions())
+    assert len(suspects) == count
+    assert {s.index for s in suspects} == set(np.argsort(quality, kind="stable")[:count].tolist())
+    assert max(s.quality for s in suspects) <= min(np.delete(quality, [s.index for s in suspects]))
+    by_class, _ = find_suspects(y, P, ["a", "b", "c"], catalog, AuditOptions(filter_by="prune_by_class"))
+    assert {s.index for s in by_class} == set(np.flatnonzero(
+        cleanlab.filter.find_label_issues(y, P, filter_by="prune_by_class")).tolist())
+
+
+def test_repeats_average_the_out_of_fold_probabilities(tmp_path):
+    """--repeats 2: the mean of the out-of-fold probabilities of the k-folds seeded 0 and 1."""
+    from placedemarche.audit.options import AuditOptions
+    from placedemarche.audit.suspects import out_of_fold_probabilities
+    from placedemarche.classify import TrainConfig, train
+    from placedemarche.data.catalog import load_catalog
+
+    catalog = load_catalog(_flipped_catalog(tmp_path)).validated(image=False)
+    config = TrainConfig(text=TFIDF, folds=3, seed=0)
+    runs = [train(catalog, TrainConfig(text=TFIDF, folds=3, seed=s), final_fit=False).oof["text"] for s in (0, 1)]
+    assert not np.allclose(runs[0], runs[1])  # other folds, other probabilities
+    y, P, group, _ = out_of_fold_probabilities(catalog, config, AuditOptions(repeats=2))
+    assert group == "text"
+    np.testing.assert_allclose(P, (runs[0] + runs[1]) / 2)
+    np.testing.assert_allclose(P.sum(1), 1.0)
 
 
 def test_options_are_checked():

@@ -9,8 +9,11 @@ from typing import Any
 
 from placedemarche.core.errors import PlaceDeMarcheError
 
-#: cleanlab's ways of deciding which labels are issues (``find_label_issues(filter_by=)``).
-FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
+#: How the suspects are chosen: ``lowest_quality`` (the products of lowest ``rank_by`` label
+#: quality, as many as cleanlab's calibrated estimate of the label issues,
+#: ``count.num_label_issues(estimation_method="off_diagonal_calibrated")``), or one of
+#: cleanlab's ``find_label_issues(filter_by=)`` rules.
+FILTERS = ("lowest_quality", "prune_by_noise_rate", "prune_by_class", "both", "confident_learning", "predicted_neq_given",
            "low_normalized_margin", "low_self_confidence")
 #: cleanlab's label-quality scores (``get_label_quality_scores(method=)``).
 RANKINGS = ("self_confidence", "normalized_margin", "confidence_weighted_entropy")
@@ -26,16 +29,20 @@ class AuditOptions:
         repeats: the k-fold is run this many times with seeds ``seed``, ``seed+1``, ... and the
             out-of-fold probabilities averaged: every product is predicted by ``repeats``
             models that never saw it, which steadies the probabilities near the boundary.
-        filter_by: cleanlab's ``find_label_issues`` rule. ``prune_by_class`` (flag, per declared
-            category, as many products as the confident joint estimates wrong, lowest
-            self-confidence first) had the best recall at equal precision in
-            bench/bench_audit.py (docs/audit.md); cleanlab's own default is ``prune_by_noise_rate``.
+        filter_by: how suspects are chosen. ``lowest_quality`` (default): the products of lowest
+            ``rank_by`` label quality across the whole catalogue, as many as cleanlab's calibrated
+            count of label issues (``count.num_label_issues(estimation_method=
+            "off_diagonal_calibrated")``, the cut-off cleanlab documents for its ranking scores);
+            it had the best precision *and* recall of every rule in bench/bench_audit.py
+            (docs/audit.md). Otherwise a ``find_label_issues`` rule: ``prune_by_class`` (flag, per
+            declared category, as many products as the confident joint estimates wrong),
+            cleanlab's own default ``prune_by_noise_rate``, ...
         rank_by: cleanlab's label-quality score that orders the suspects.
     """
 
     group: str | None = None
     repeats: int = 1
-    filter_by: str = "prune_by_class"
+    filter_by: str = "lowest_quality"
     rank_by: str = "self_confidence"
 
     def check(self) -> None:

@@ -93,6 +93,7 @@ class AuditResult:
 
 def _cleanlab():
     try:
+        import cleanlab.count
         import cleanlab.dataset
         import cleanlab.filter
         import cleanlab.rank
@@ -121,6 +122,18 @@ def out_of_fold_probabilities(catalog: Catalog, config: TrainConfig, options: Au
     return y, total / options.repeats, group, summary
 
 
+def label_issues(cleanlab, y: np.ndarray, P: np.ndarray, quality: np.ndarray, filter_by: str) -> np.ndarray:
+    """Boolean mask of the label issues: with ``lowest_quality``, the products of lowest label
+    quality, as many as cleanlab's calibrated count of issues; otherwise cleanlab's
+    ``find_label_issues(filter_by=)``."""
+    if filter_by != "lowest_quality":
+        return cleanlab.filter.find_label_issues(y, P, filter_by=filter_by)
+    count = int(cleanlab.count.num_label_issues(y, P, estimation_method="off_diagonal_calibrated"))
+    issues = np.zeros(len(y), dtype=bool)
+    issues[np.argsort(quality, kind="stable")[:count]] = True
+    return issues
+
+
 def find_suspects(y: np.ndarray, probabilities: np.ndarray, categories: list[str], catalog: Catalog,
                   options: AuditOptions) -> tuple[list[Suspect], np.ndarray]:
     """The suspects (cleanlab's label issues, lowest label quality first) and the label-quality
@@ -129,7 +142,7 @@ def find_suspects(y: np.ndarray, probabilities: np.ndarray, categories: list[str
     P = np.clip(probabilities, 1e-12, None)
     P = P / P.sum(axis=1, keepdims=True)
     quality = cleanlab.rank.get_label_quality_scores(y, P, method=options.rank_by)
-    issues = cleanlab.filter.find_label_issues(y, P, filter_by=options.filter_by)
+    issues = label_issues(cleanlab, y, P, quality, options.filter_by)
     others = P.copy()
     others[np.arange(len(y)), y] = -1.0  # the suggestion is never the declared category
     suggested = np.argmax(others, axis=1)

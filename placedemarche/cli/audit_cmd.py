@@ -29,8 +29,9 @@ from placedemarche.cli.options import catalog_options, category_options, downloa
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the folds and heads.")
 @click.option("--group", metavar="GROUP",
               help="Prediction audited: text, image or text+image (default: the best in the cross-validation).")
-@click.option("--filter-by", type=click.Choice(FILTERS), default="prune_by_class", show_default=True,
-              help="cleanlab's rule for which declared categories are issues (find_label_issues).")
+@click.option("--filter-by", type=click.Choice(FILTERS), default="lowest_quality", show_default=True,
+              help="Which products are suspects: the lowest --rank-by quality, as many as cleanlab's calibrated "
+                   "count of label issues (lowest_quality), or a cleanlab find_label_issues rule.")
 @click.option("--rank-by", type=click.Choice(RANKINGS), default="self_confidence", show_default=True,
               help="cleanlab's label-quality score that ranks the suspects (get_label_quality_scores).")
 @click.option("--top", type=click.IntRange(min=0), default=15, show_default=True,
