@@ -48,9 +48,8 @@ from placedemarche.cli.audit_cmd import audit  # noqa: E402
 from placedemarche.cli.data_cmds import dataset, source  # noqa: E402
 from placedemarche.cli.evaluate_cmd import evaluate  # noqa: E402
 from placedemarche.cli.features_cmds import cache, extract  # noqa: E402
-from placedemarche.cli.feedback_cmd import feedback  # noqa: E402
 from placedemarche.cli.plugin_cmds import list_extractors, list_plugins, list_reducers, plugins  # noqa: E402
-from placedemarche.cli.serve_cmd import serve  # noqa: E402
+from placedemarche.cli.serve_cmd import feedback, serve  # noqa: E402
 from placedemarche.cli.train_cmds import predict, train  # noqa: E402
 
 for _command in (list_plugins, list_extractors, list_reducers, plugins, extract, evaluate, cache, dataset, source, train, predict):

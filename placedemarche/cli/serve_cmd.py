@@ -1,4 +1,5 @@
-"""`pm serve`: the categorisation service (HTTP API, seller page, metrics) on uvicorn."""
+"""`pm serve`: the categorisation service (HTTP API, seller page, metrics) on uvicorn or Ray Serve,
+and `pm feedback export`: what people chose in it, as a CSV file."""
 
 from __future__ import annotations
 
@@ -138,3 +139,40 @@ def _log_config() -> dict:
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["placedemarche.serve"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return config
+
+
+# -- `pm feedback export`: the categories people chose in the service, as a CSV file ----------
+
+@click.group("feedback")
+def feedback():
+    """Read the feedback and answer log that pm serve --db records."""
+
+
+@feedback.command("export")
+@click.argument("db", metavar="DB")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="CSV file to write.")
+@click.option("--history", "rows", flag_value="history",
+              help="Every feedback row in the order given, not only the latest per product.")
+@click.option("--answers", "rows", flag_value="answers",
+              help="The log of the answers the service gave instead of the feedback.")
+def feedback_export(db, out, rows):
+    """Write the feedback of DB (an SQLite file or a database URL, as given to pm serve --db) to a CSV.
+
+    By default one row per product id: the category a person chose last for it. Columns: id,
+    product_id, category, model_id, name, description, photo_ref, created (UTC).
+
+    \b
+    Examples:
+      pm feedback export service.db -o feedback.csv
+      pm feedback export postgresql://pm@db.internal/pm -o feedback.csv --history
+      pm train --text tfidf --feedback service.db --out models/m2
+    """
+    from placedemarche.cli.render import console
+    from placedemarche.serve.db import open_db
+
+    what = rows or "latest"
+    with open_db(db, create=False) as service_db:
+        written = service_db.export_csv(out, rows=what)
+        label = service_db.label
+    kind = {"latest": "products' latest feedback", "history": "feedback rows", "answers": "answers"}[what]
+    console.print(f"{written} {kind} from {label} -> {out}", highlight=False, soft_wrap=True)

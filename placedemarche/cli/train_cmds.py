@@ -9,7 +9,39 @@ import click
 
 from placedemarche.cli.options import (catalog_options, category_options, download_option, extractor_options,
                                        features_option)
-from placedemarche.cli.feedback_cmd import feedback_option, load_training_catalog
+
+
+def feedback_option(func):
+    """Add --feedback DB to pm train."""
+    return click.option(
+        "--feedback", "feedback_db", metavar="DB",
+        help="Apply the categories people chose in pm serve (its --db: an SQLite file or a database URL): "
+             "the latest feedback per product id overrides the catalogue's category, or labels a product "
+             "that had none; feedback for products not in the catalogue is reported and not used.")(func)
+
+
+def load_training_catalog(catalog_kwargs: dict, *, text_field: str, text: bool, image: bool, feedback_db: str | None):
+    """The validated training catalogue of the catalogue options, with the latest feedback of
+    ``feedback_db`` applied to its labels before validation (so a product labelled only by
+    feedback is kept). Says on stderr what the feedback changed."""
+    from rich.markup import escape
+
+    from placedemarche.cli.options import load_catalog_from_options, load_unvalidated_catalog
+    from placedemarche.cli.render import err_console
+    from placedemarche.data.feedback import apply_feedback
+    from placedemarche.serve.db import open_db
+
+    kwargs = {**catalog_kwargs, "text_field": text_field}
+    if feedback_db is None:
+        return load_catalog_from_options(kwargs, text=text, image=image, labels=True)
+    with open_db(feedback_db, create=False) as db:
+        corrections = db.latest_categories()
+    catalog = load_unvalidated_catalog(kwargs, labels=False)
+    applied = apply_feedback(catalog, corrections)
+    style = "yellow" if applied.unknown else "default"
+    err_console.print(f"[{style}]{escape(applied.summary())}[/]", highlight=False, soft_wrap=True)
+    return applied.catalog.validated(text=kwargs.pop("text_field") if text else None, image=image, labels=True,
+                                     on_missing=kwargs.pop("on_missing"))
 
 
 @click.command("train")
