@@ -187,18 +187,6 @@ class RayService:
         self._ray_engine = ray_engine
         self._serve = serve_module
 
-    def replicas(self) -> list[dict[str, Any]]:
-        """The running replicas: their actor name and process id (for the fault test)."""
-        import ray
-
-        actors = ray.util.list_named_actors(all_namespaces=True)
-        found = []
-        for entry in actors:
-            name = entry["name"] if isinstance(entry, dict) else entry
-            if f"{DEPLOYMENT_NAME}#" in name and name.startswith("SERVE_REPLICA::"):
-                found.append({"name": name, "namespace": entry.get("namespace") if isinstance(entry, dict) else None})
-        return found
-
     def close(self) -> None:
         try:
             self._serve.delete(APP_NAME)
