@@ -7,14 +7,15 @@ Usage::
         --data ../shared/data/flipkart --out bench/out/audit
 
 For each seed and share (1 %, 5 %, 10 % by default; seeds 0, 1, 2) the chosen products get
-another category drawn uniformly from the other six. One k-fold of ``tfidf + bert +
-efficientnet-lite0`` (logistic-regression heads, ``fusion="mean"``, 5 folds, the seed's
-folds) gives out-of-fold probabilities of each block and of their mean: with mean fusion
+another category drawn uniformly from the other six. ``--repeats`` k-folds (3 by default, as
+``pm audit``; fold seeds seed, seed+1, ...) of ``tfidf + bert + efficientnet-lite0``
+(logistic-regression heads, ``fusion="mean"``, 5 folds) give out-of-fold probabilities of
+each block and of their mean, averaged over the repeats: with mean fusion
 each block's head is trained alone, so the tfidf and bert blocks' probabilities are exactly
 what ``pm audit --text tfidf`` / ``--text bert`` compute on the same folds. The suspects are
 then found by the audit's own :func:`placedemarche.audit.suspects.find_suspects` (cleanlab)
 for every ``filter_by`` rule. Probabilities are kept under ``--out/oof`` (a rerun reuses them);
-features come from the feature cache.
+features come from the feature cache. Results: ``--out/results-r<repeats>.json`` and ``.md``.
 
 The sample has label errors of its own: a suspect that is not a flipped product is counted
 as a false positive in ``precision``, and ``precision_beyond_known`` does not count the
@@ -36,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 MODELS = {"tfidf": "text:tfidf", "bert": "text:bert", "tfidf + bert": "text",
           "tfidf + bert + efficientnet-lite0": "text+image"}
-FILTERS = ("prune_by_noise_rate", "prune_by_class", "both", "confident_learning")
+FILTERS = ("lowest_quality", "prune_by_noise_rate", "prune_by_class", "both", "confident_learning")
 
 
 def flip(labels: list[str], categories: list[str], rate: float, seed: int) -> tuple[list[str], np.ndarray]:
@@ -50,8 +51,16 @@ def flip(labels: list[str], categories: list[str], rate: float, seed: int) -> tu
     return out, np.sort(chosen)
 
 
-def out_of_fold(catalog, labels, seed: int, folds: int, path: Path, cache) -> dict[str, np.ndarray]:
-    """Each group's out-of-fold probabilities (and ``y``), computed once and kept in ``path``."""
+def out_of_fold(catalog, labels, seed: int, folds: int, path: Path, cache, repeats: int = 1) -> dict[str, np.ndarray]:
+    """Each group's out-of-fold probabilities (and ``y``), computed once and kept in ``path``;
+    with ``repeats`` > 1 the mean over the fold seeds ``seed``, ``seed+1``, ... (as ``pm audit
+    --repeats``), each run kept beside ``path`` (``-r1``, ``-r2``, ...)."""
+    if repeats > 1:
+        runs = [out_of_fold(catalog, labels, seed + r, folds,
+                            path if r == 0 else path.with_name(f"{path.stem}-r{r}{path.suffix}"), cache)
+                for r in range(repeats)]
+        return {key: runs[0][key] if key == "y" else np.mean([run[key] for run in runs], axis=0)
+                for key in runs[0]}
     if path.is_file():
         with np.load(path) as data:
             return {key.replace("__", ":"): data[key] for key in data.files}
@@ -84,7 +93,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rates", type=float, nargs="+", default=[0.01, 0.05, 0.10])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--filter-by", default="prune_by_class", choices=FILTERS,
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="k-folds averaged per product (fold seeds seed, seed+1, ...), as pm audit --repeats")
+    parser.add_argument("--filter-by", default="lowest_quality", choices=FILTERS,
                         help="the rule of the main table (every rule is in results.json)")
     parser.add_argument("--cache", help="feature cache directory (default: the user cache)")
     args = parser.parse_args(argv)
@@ -99,13 +110,14 @@ def main(argv=None) -> int:
     cache = FeatureCache(args.cache) if args.cache else FeatureCache()
     print(f"{len(catalog)} products, {len(categories)} categories, {args.folds} folds, "
           f"{os.cpu_count()} CPU cores", flush=True)
-    clean = {seed: out_of_fold(catalog, catalog.labels, seed, args.folds, out / "oof" / f"clean-{seed}.npz", cache)
-             for seed in args.seeds}
+    clean = {seed: out_of_fold(catalog, catalog.labels, seed, args.folds, out / "oof" / f"clean-{seed}.npz", cache,
+                               args.repeats) for seed in args.seeds}
     rows = []
     for rate in args.rates:
         for seed in args.seeds:
             labels, flipped = flip(catalog.labels, categories, rate, seed)
-            arrays = out_of_fold(catalog, labels, seed, args.folds, out / "oof" / f"flip{rate:g}-{seed}.npz", cache)
+            arrays = out_of_fold(catalog, labels, seed, args.folds, out / "oof" / f"flip{rate:g}-{seed}.npz", cache,
+                                 args.repeats)
             truth = set(flipped.tolist())
             for model, group in MODELS.items():
                 for filter_by in FILTERS:
@@ -120,11 +132,12 @@ def main(argv=None) -> int:
                                  "known_suspects": len(known & found),
                                  "precision_beyond_known": round(hits / max(len(beyond), 1), 4)})
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
-    table = markdown(rows, args.filter_by, args.rates)
-    (out / "results.md").write_text(table)
+    (out / f"results-r{args.repeats}.json").write_text(json.dumps(rows, indent=1))
+    table = f"repeats={args.repeats}; " + markdown(rows, args.filter_by, args.rates)
+    (out / f"results-r{args.repeats}.md").write_text(table)
     print(table)
-    print(rules_table(rows, 0.05))
+    if 0.05 in args.rates:
+        print(rules_table(rows, 0.05))
     return 0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from helpers import make_catalog
+from helpers import CHROMIUM_FLAGS, make_catalog
 from placedemarche.cli.main import cli
 
 FLIPS = {"wat001": "Kitchen", "kit004": "Baby Care", "bab007": "Watches"}
@@ -89,7 +89,7 @@ def test_audit_finds_the_flipped_categories(audited):
     results = json.loads((out / "results.json").read_text())
     assert results["suspects"] == len(suspects)
     assert results["group"] == "text"
-    assert results["audit"] == {"group": None, "repeats": 1, "filter_by": "lowest_quality",
+    assert results["audit"] == {"group": None, "repeats": 3, "filter_by": "lowest_quality",
                                 "rank_by": "self_confidence"}
     assert results["files"] == {"suspects": "suspects.csv", "categories": "categories.csv",
                                 "results": "results.json", "html": "report.html"}
@@ -296,17 +296,6 @@ def test_options_are_checked():
 
 
 # -- a real browser ------------------------------------------------------------------------
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("no Chromium binary found (apt-get install chromium): the browser test needs one")
 
 
 def test_report_in_headless_chromium(chromium, audited, tmp_path):
@@ -378,7 +367,7 @@ def test_flipkart_flips_found_with_tfidf(flipkart_dir):
     for i in flipped:
         others = [c for c in catalog.categories if c != labels[i]]
         labels[i] = others[rng.integers(len(others))]
-    result = audit_catalog(replace(catalog, labels=labels), TrainConfig(text="tfidf"), AuditOptions())
+    result = audit_catalog(replace(catalog, labels=labels), TrainConfig(text="tfidf"), AuditOptions(repeats=1))
     found = {s.index for s in result.suspects}
     hits = len(found & set(flipped.tolist()))
     assert hits / len(found) >= 0.6 and hits / len(flipped) >= 0.6, (hits, len(found), len(flipped))

@@ -28,7 +28,9 @@ class AuditOptions:
             ``text+image``); None: the best group of the cross-validation.
         repeats: the k-fold is run this many times with seeds ``seed``, ``seed+1``, ... and the
             out-of-fold probabilities averaged: every product is predicted by ``repeats``
-            models that never saw it, which steadies the probabilities near the boundary.
+            models that never saw it, which steadies the probabilities near the boundary. 3
+            (default) lifted the worst seed's precision from 0.80 to 0.84 in bench/bench_audit.py,
+            at three times the k-fold's time.
         filter_by: how suspects are chosen. ``lowest_quality`` (default): the products of lowest
             ``rank_by`` label quality across the whole catalogue, as many as cleanlab's calibrated
             count of label issues (``count.num_label_issues(estimation_method=
@@ -41,7 +43,7 @@ class AuditOptions:
     """
 
     group: str | None = None
-    repeats: int = 1
+    repeats: int = 3
     filter_by: str = "lowest_quality"
     rank_by: str = "self_confidence"
 
