@@ -99,3 +99,20 @@ def mean_colour():
     name = plugins.register_plugin(MeanColourPlugin, name="mean-colour-plugin", provider="tests")
     yield
     plugins.unregister_plugin(name)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """The system Chromium for the browser tests (playwright drives it; no browser download).
+    Missing, the test is skipped on a developer's machine and fails in CI (CI=true), where
+    .ci/run installs it: a browser test must not vanish silently."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    message = "no Chromium binary found (apt-get install chromium): the browser test needs one"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

@@ -148,3 +148,9 @@ class MeanColourPlugin:
     @hookimpl
     def register_image_extractors(register):
         register(MeanColour)
+
+
+#: How the browser tests start the system Chromium: headless, and quiet on this machine's
+#: closed network (without the background-networking flags it keeps trying to reach Google).
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]

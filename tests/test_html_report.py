@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from placedemarche.report.training import write_training_report
 from placedemarche.report.html_page import script_json
 from placedemarche.report.html_training import write_training_html
 
-from helpers import MeanColourPlugin, make_catalog
+from helpers import CHROMIUM_FLAGS, MeanColourPlugin, make_catalog
 
 EVIL_NAME = "<script>alert(1)</script>"
 EVIL_CATEGORY = "Baby <b>Care</b> & Co"
@@ -140,18 +139,6 @@ def test_script_json_cannot_close_the_script_element():
 
 
 # -- a real browser ------------------------------------------------------------------------
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """The system Chromium (module scope and first argument: skips before the evaluation runs)."""
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("no Chromium binary found (apt-get install chromium): the browser test needs one")
 
 
 def _open(browser, path: Path):
@@ -229,7 +216,7 @@ def test_pages_render_in_headless_chromium(chromium, evaluation, training, tmp_p
             assert problems == {"errors": [], "requests": []}
 
             page, problems = _open(browser, training[1] / "report.html")
-            assert page.eval_on_selector_all("div.plot", "els => els.length") == 4
+            assert page.eval_on_selector_all("div.plot", "els => els.length") == 5  # per-class F1, risk-coverage, three confusion matrices
             assert _distinct_colours(page.screenshot(full_page=True)) > 20
             assert page.evaluate("() => window.__alerted === undefined")
             assert problems == {"errors": [], "requests": []}

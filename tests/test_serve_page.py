@@ -5,7 +5,6 @@ product, its top 3 as bars and the decision; confirming records the feedback."""
 from __future__ import annotations
 
 import csv
-import shutil
 import threading
 import time
 
@@ -14,22 +13,11 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
-from helpers import free_port  # noqa: E402
+from helpers import CHROMIUM_FLAGS, free_port  # noqa: E402
 from placedemarche.classify import TrainConfig, train  # noqa: E402
 from placedemarche.data.catalog import load_catalog  # noqa: E402
 from placedemarche.serve import ServeSettings, create_app  # noqa: E402
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip("no Chromium binary found (apt-get install chromium): the browser test needs one")
 
 
 @pytest.mark.slow
