@@ -154,3 +154,23 @@ class MeanColourPlugin:
 #: closed network (without the background-networking flags it keeps trying to reach Google).
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def service_products(csv_path: Path) -> list[dict]:
+    """A catalogue's products as the service takes them (id, name, description)."""
+    import csv
+
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        return [{"id": r["uniq_id"], "name": r["product_name"], "description": r["description"]}
+                for r in csv.DictReader(handle)]
+
+
+def tiny_text_model(root: Path) -> dict:
+    """The tiny catalogue (8 products per category), a tfidf model trained on it (3 folds) in
+    ``root/text``, and its products as the service takes them: the service tests' set-up."""
+    from placedemarche.classify import TrainConfig, train
+    from placedemarche.data.catalog import load_catalog
+
+    csv_path = make_catalog(root / "tiny", per_category=8)
+    train(load_catalog(csv_path).validated(), TrainConfig(text="tfidf:min_df=1", folds=3), out=root / "text")
+    return {"model": root / "text", "products": service_products(csv_path)}

@@ -10,7 +10,6 @@ client's retry policy to handle, not a lost request of the service."""
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -24,23 +23,14 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
-from helpers import free_port, make_catalog  # noqa: E402
-from placedemarche.classify import TrainConfig, train  # noqa: E402
-from placedemarche.data.catalog import load_catalog  # noqa: E402
+from helpers import free_port, tiny_text_model  # noqa: E402
 
 CONCURRENCY = 4
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve-faults")
-    csv_path = make_catalog(root / "tiny", per_category=8)
-    train(load_catalog(csv_path).validated(), TrainConfig(text="tfidf:min_df=1", folds=3), out=root / "text")
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    return {"model": root / "text",
-            "products": [{"id": r["uniq_id"], "name": r["product_name"], "description": r["description"]}
-                         for r in rows]}
+    return tiny_text_model(tmp_path_factory.mktemp("serve-faults"))
 
 
 def children(pid: int) -> set[int]:

@@ -15,10 +15,8 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
-from helpers import free_port, make_catalog  # noqa: E402
-from placedemarche.classify import TrainConfig, train  # noqa: E402
+from helpers import free_port, tiny_text_model  # noqa: E402
 from placedemarche.core.errors import PlaceDeMarcheError  # noqa: E402
-from placedemarche.data.catalog import load_catalog  # noqa: E402
 from placedemarche.serve import ServeSettings, create_app  # noqa: E402
 from placedemarche.serve.ray_deployment import RayServeOptions  # noqa: E402
 
@@ -27,15 +25,7 @@ VOLATILE = ("seconds",)  # time taken: the only field that may differ between tw
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    import csv
-
-    root = tmp_path_factory.mktemp("serve-ray")
-    csv_path = make_catalog(root / "tiny", per_category=8)
-    train(load_catalog(csv_path).validated(), TrainConfig(text="tfidf:min_df=1", folds=3), out=root / "text")
-    with open(csv_path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    products = [{"id": r["uniq_id"], "name": r["product_name"], "description": r["description"]} for r in rows]
-    return {"model": root / "text", "products": products}
+    return tiny_text_model(tmp_path_factory.mktemp("serve-ray"))
 
 
 # -- options, without Ray ------------------------------------------------------------------
