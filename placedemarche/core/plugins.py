@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 import pluggy
 
 from placedemarche.core import hookspecs
-from placedemarche.core.base import PluginBase, provided_by, record_provider
+from placedemarche.core.base import PluginBase, record_provider
 from placedemarche.core.errors import PlaceDeMarcheError, PluginConfigError, UnknownPluginError
 
 ENTRY_POINT_GROUP = "placedemarche"

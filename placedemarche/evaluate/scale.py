@@ -38,8 +38,7 @@ from typing import Callable
 
 import numpy as np
 
-from placedemarche.core.errors import PlaceDeMarcheError
-from placedemarche.core.limits import APPROXIMATE_ABOVE, DENSE_LIMIT_BYTES, check_densify, refuse_above  # noqa: F401 (re-exported)
+from placedemarche.core.limits import APPROXIMATE_ABOVE
 
 #: Products in the sample used for the silhouette, the t-SNE fit, plots and report.html.
 SAMPLE_SIZE = 10_000

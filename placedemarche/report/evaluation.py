@@ -19,7 +19,7 @@ from placedemarche.report.plots import plot_cluster_examples, plot_confusion, pl
 
 if TYPE_CHECKING:
     from placedemarche.data.catalog import Catalog
-    from placedemarche.evaluate.results import EvaluationReport, RunResult
+    from placedemarche.evaluate.results import EvaluationReport
 
 
 
