@@ -76,7 +76,11 @@ def make_catalog(root: Path, per_category: int = 6, seed: int = 0, categories=No
             cv2.imwrite(str(images / image_name), draw_product_image(ci, rng, image_size))
             rows.append({"uniq_id": pid, "product_name": name, "description": description,
                          "image": image_name, "category": category})
-    path = root / "catalog.csv"
+    return write_csv(root / "catalog.csv", rows)
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    """Write ``rows`` (dicts with the same keys, the first row's order) as a CSV catalogue."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -174,3 +178,23 @@ def tiny_text_model(root: Path) -> dict:
     csv_path = make_catalog(root / "tiny", per_category=8)
     train(load_catalog(csv_path).validated(), TrainConfig(text="tfidf:min_df=1", folds=3), out=root / "text")
     return {"model": root / "text", "products": service_products(csv_path)}
+
+
+def wait_ready(base: str, seconds: float = 120, process=None) -> None:
+    """Wait until the service at ``base`` answers /readyz with 200; fail if ``process`` (a
+    subprocess.Popen of pm serve) exits first or it is not ready within ``seconds``."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"pm serve exited with {process.returncode}: {process.stdout.read()}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{base} not ready after {seconds} s")

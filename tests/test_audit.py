@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from helpers import CHROMIUM_FLAGS, make_catalog
+from helpers import CHROMIUM_FLAGS, make_catalog, write_csv
 from placedemarche.cli.main import cli
 
 FLIPS = {"wat001": "Kitchen", "kit004": "Baby Care", "bab007": "Watches"}
@@ -32,13 +32,6 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _flipped_catalog(root: Path) -> Path:
     """The tiny catalogue (10 products per category) with three categories flipped, and a
     product whose name is markup."""
@@ -48,7 +41,7 @@ def _flipped_catalog(root: Path) -> Path:
         row["category"] = FLIPS.get(row["uniq_id"], row["category"])
         if row["uniq_id"] == "bab007":
             row["product_name"] = EVIL_NAME
-    _write_rows(path, rows)
+    write_csv(path, rows)
     return path
 
 
@@ -119,7 +112,7 @@ def test_apply_round_trip(audited, tmp_path):
     for row in rows:
         row["accept"] = "yes" if row["id"] in ("wat001", "kit004") else "no"
     rows[-1]["accept"] = "" if rows[-1]["id"] not in ("wat001", "kit004") else rows[-1]["accept"]
-    _write_rows(reviewed, rows)
+    write_csv(reviewed, rows)
     before = _sha(data)
     corrected = tmp_path / "corrected.csv"
     result = CliRunner().invoke(cli, ["audit", "--apply", str(reviewed), "--data", str(data), "-o", str(corrected)])
@@ -141,12 +134,12 @@ def test_apply_keeps_a_category_tree_a_tree(tmp_path):
     from placedemarche.data.catalog import load_catalog
 
     data = tmp_path / "catalog.csv"
-    _write_rows(data, [
+    write_csv(data, [
         {"uniq_id": "a", "product_name": "steel watch", "product_category_tree": '["Kitchen >> Pans >> Steel"]'},
         {"uniq_id": "b", "product_name": "pan", "product_category_tree": '["Kitchen >> Pans"]'},
     ])
     reviewed = tmp_path / "reviewed.csv"
-    _write_rows(reviewed, [{"id": "a", "suggested_category": "Watches", "accept": "Yes"}])
+    write_csv(reviewed, [{"id": "a", "suggested_category": "Watches", "accept": "Yes"}])
     result = apply_review(data, reviewed, tmp_path / "fixed.csv")
     assert result.changed == {"a": ("Kitchen", "Watches")}
     assert _rows(tmp_path / "fixed.csv")[0]["product_category_tree"] == '["Watches"]'
@@ -163,7 +156,7 @@ def test_apply_parquet_round_trip(tmp_path):
     pq.write_table(pa.table({"id": ["1", "2", "3"], "name": ["pan", "watch", "romper"],
                              "category": ["Kitchen", "Kitchen", "Baby Care"], "price": [3.5, 9.0, 4.0]}), data)
     reviewed = tmp_path / "reviewed.csv"
-    _write_rows(reviewed, [{"id": "2", "suggested_category": "Watches", "accept": "y"},
+    write_csv(reviewed, [{"id": "2", "suggested_category": "Watches", "accept": "y"},
                            {"id": "3", "suggested_category": "Kitchen", "accept": "n"}])
     apply_review(data, reviewed, tmp_path / "fixed.parquet")
     table = pq.read_table(tmp_path / "fixed.parquet")
@@ -184,7 +177,7 @@ def test_apply_errors_are_one_line(audited, tmp_path, edit, message):
     rows = _rows(out / "suspects.csv")
     edit(rows)
     reviewed = tmp_path / "reviewed.csv"
-    _write_rows(reviewed, rows)
+    write_csv(reviewed, rows)
     result = CliRunner().invoke(cli, ["audit", "--apply", str(reviewed), "--data", str(data),
                                       "-o", str(tmp_path / "fixed.csv")])
     assert result.exit_code == 1

@@ -9,7 +9,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from helpers import make_catalog
+from helpers import make_catalog, write_csv
 from placedemarche.cli.main import cli
 from placedemarche.core.errors import CatalogError
 from placedemarche.data.catalog import load_catalog
@@ -17,18 +17,10 @@ from placedemarche.data.categories import at_level, category_note, coarser, firs
 from placedemarche.data.category_paths import flipkart_path, read_path, split_path
 
 
-def _write(path, rows):
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 def _tree_catalog(tmp_path, paths, column="category"):
     rows = [{"uniq_id": f"p{i}", "product_name": f"product {i} {p.split('/')[-1]}", column: p}
             for i, p in enumerate(paths)]
-    return _write(tmp_path / "tree.csv", rows)
+    return write_csv(tmp_path / "tree.csv", rows)
 
 
 # -- reading paths ----------------------------------------------------------------------
@@ -77,7 +69,7 @@ def test_level_that_no_row_has_is_a_one_line_error(tmp_path):
 def test_label_columns_one_per_level_and_unknown_column(tmp_path):
     rows = [{"uniq_id": f"p{i}", "product_name": f"n{i}", "top": top, "sub": sub}
             for i, (top, sub) in enumerate([("A", "x")] * 2 + [("A", "y")] * 2 + [("B", "")] * 2)]
-    path = _write(tmp_path / "levels.csv", rows)
+    path = write_csv(tmp_path / "levels.csv", rows)
     catalog = load_catalog(path, label_column=["top", "sub"])
     assert catalog.labels == ["A"] * 4 + ["B"] * 2
     assert at_level(catalog, 2).categories == ["A > x", "A > y", "B"]
@@ -145,7 +137,7 @@ def _two_level_catalog(tmp_path):
     for i, row in enumerate(rows):
         row["category"] = f"{row['category']} >> {'even' if i % 2 == 0 else 'odd'}"
     rows[0]["category"] = rows[1]["category"] = f"{rows[0]['category'].split(' >> ')[0]} >> rare"
-    return _write(path, rows)
+    return write_csv(path, rows)
 
 
 def test_train_at_level_two_leaves_out_what_the_folds_cannot_take(tmp_path):
@@ -173,7 +165,7 @@ def test_train_merge_rare_and_min_category_size(tmp_path):
         rows = list(csv.DictReader(handle))
     top = rows[0]["category"].split(" >> ")[0]
     rows[2]["category"] = top  # a product filed at the first level only: kept there, at level 2 too
-    _write(data, rows)
+    write_csv(data, rows)
     out = tmp_path / "model"
     done = CliRunner().invoke(cli, ["train", "--data", str(data), "--text", "tfidf:min_df=1", "--folds", "2",
                                     "--category-separator", ">>", "--category-level", "2", "--merge-rare",

@@ -10,6 +10,8 @@ import json
 
 import numpy as np
 import pytest
+
+from helpers import write_csv
 from click.testing import CliRunner
 
 from placedemarche.classify import TrainConfig, load_model, predict_catalog, train
@@ -36,12 +38,7 @@ def _tree_csv(tmp_path, per_leaf: int = 8):
             picked = rng.choice(words, size=3)
             rows.append({"uniq_id": f"{leaf.replace('/', '-')}-{i}", "product_name": " ".join(picked),
                          "description": " ".join(rng.choice(words, size=5)), "category": leaf})
-    path = tmp_path / "tree.csv"
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    return write_csv(tmp_path / "tree.csv", rows)
 
 
 def _catalog(tmp_path, level: int = 2):

@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
-from helpers import free_port, make_catalog  # noqa: E402
+from helpers import free_port, make_catalog, wait_ready  # noqa: E402
 from placedemarche.classify import TrainConfig, train  # noqa: E402
 from placedemarche.data.catalog import load_catalog  # noqa: E402
 from placedemarche.serve import ServeSettings, create_app  # noqa: E402
@@ -40,20 +40,6 @@ def tiny(tmp_path_factory):
 
         rows = list(csv.DictReader(handle))
     return {"root": root, "rows": rows, "text": root / "text", "knn": root / "knn"}
-
-
-def wait_ready(base: str, seconds: float = 120, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"pm serve exited with {process.returncode}: {process.stdout.read()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{base} not ready after {seconds} s")
 
 
 @contextmanager

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import csv
 import threading
-import time
 
 import pytest
 
 pytest.importorskip("fastapi")
 import httpx  # noqa: E402
 
-from helpers import CHROMIUM_FLAGS, free_port  # noqa: E402
+from helpers import CHROMIUM_FLAGS, free_port, wait_ready  # noqa: E402
 from placedemarche.classify import TrainConfig, train  # noqa: E402
 from placedemarche.data.catalog import load_catalog  # noqa: E402
 from placedemarche.serve import ServeSettings, create_app  # noqa: E402
@@ -40,14 +39,7 @@ def test_the_seller_page_shows_the_category_the_api_gives(chromium, flipkart_dir
     thread.start()
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_ready(base)
         expected = httpx.post(f"{base}/v1/categorise", timeout=60,
                               data={"name": row["product_name"], "description": row["description"]},
                               files={"photo": (photo.name, photo.read_bytes(), "image/jpeg")}).json()
